@@ -1,0 +1,133 @@
+"""Everything in BACKUP_DIR: checkpoints, the run's config.json and the lock.
+
+Checkpoints are `latest-<step>` (the Saver keeps the newest KEEP_CHECKPOINTS + 1)
+and `pretrained` (end of phase 1). TensorFlow writes each one under a temporary
+name and only then points the `checkpoint` file at it, so a crash mid-save
+leaves the previous save in charge.
+"""
+import datetime
+import fcntl
+import json
+import os
+
+import tensorflow as tf
+
+import config
+import data
+from cli import UserError
+
+tf1 = tf.compat.v1
+LATEST, PRETRAINED = 'latest', 'pretrained'
+
+
+def _path(name):
+    return os.path.join(config.BACKUP_DIR, name)
+
+
+def lock():
+    """Take BACKUP_DIR's lock for this process; the OS drops it when the process dies."""
+    os.makedirs(config.BACKUP_DIR, exist_ok=True)
+    handle = open(_path('train.lock'), 'a+')
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        raise UserError(f'another train.py ({handle.read().strip() or "unknown pid"}) is using '
+                        f'{config.BACKUP_DIR}/; wait for it, stop it, or set BACKUP_DIR elsewhere')
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f'pid {os.getpid()}')
+    handle.flush()
+    return handle
+
+
+def move_aside():
+    """--fresh: move the previous run's files into BACKUP_DIR/previous-<time>/ (nothing is deleted)."""
+    names = [n for n in os.listdir(config.BACKUP_DIR)
+             if n not in ('.gitkeep', 'train.lock') and not n.startswith('previous-')]
+    if not names:
+        return None
+    stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+    target = _path(f'previous-{stamp}')
+    os.makedirs(target)
+    for name in names:
+        os.replace(_path(name), os.path.join(target, name))
+    return target
+
+
+def read_run_config(directory=None):
+    """The config.json saved with the checkpoints, or None if there is none."""
+    path = os.path.join(directory or config.BACKUP_DIR, 'config.json')
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as error:
+        raise UserError(f'{path} is unreadable ({error}); restore it or start over with --fresh')
+
+
+def write_run_config():
+    data.write_json(_path('config.json'), config.as_dict())
+
+
+def check_compatible(saved):
+    """A checkpoint only restores into the graph it was saved from."""
+    for key in config.ARCHITECTURE_KEYS:
+        if key in saved and saved[key] != getattr(config, key):
+            raise UserError(f'{config.BACKUP_DIR}/ was trained with {key}={saved[key]!r} but the '
+                            f'config says {key}={getattr(config, key)!r}; pass --{key}={saved[key]!r} '
+                            f'to resume, or --fresh to start a new run')
+
+
+def find(name=LATEST):
+    """Path prefix of the newest `latest` checkpoint or of `pretrained`, or None if never saved.
+
+    Raises UserError when the `checkpoint` file names a checkpoint whose files are gone.
+    """
+    if name == PRETRAINED:
+        path = _path(PRETRAINED)
+        return path if os.path.exists(f'{path}.index') else None
+    if not os.path.exists(_path('checkpoint')):
+        return None
+    try:
+        state = tf1.train.get_checkpoint_state(config.BACKUP_DIR)
+    except (tf.errors.OpError, ValueError) as error:
+        raise UserError(f'{_path("checkpoint")} is unreadable ({error}); start over with --fresh '
+                        f'or resume from a file with --resume {config.BACKUP_DIR}/latest-STEP')
+    if state is None or not state.model_checkpoint_path:
+        return None
+    path = state.model_checkpoint_path  # already joined to BACKUP_DIR (relative paths saved)
+    if not os.path.exists(f'{path}.index'):
+        older = [p for p in state.all_model_checkpoint_paths if os.path.exists(f'{p}.index')]
+        hint = f'--resume {older[-1]}' if older else '--fresh'
+        raise UserError(f'{_path("checkpoint")} points at {path}, whose files are missing; '
+                        f'resume from an older save with {hint}')
+    return path
+
+
+def restore(sess, saver, path):
+    """Load a checkpoint, turning a damaged one into a one-line error with the way out."""
+    if not os.path.exists(f'{path}.index'):
+        raise UserError(f'no checkpoint {path} ({path}.index is missing)')
+    try:
+        saver.restore(sess, path)
+    except (tf.errors.OpError, ValueError) as error:
+        others = sorted(p[:-len('.index')] for p in os.listdir(os.path.dirname(path) or '.')
+                        if p.endswith('.index') and p[:-len('.index')] != os.path.basename(path))
+        hint = (f'--resume {os.path.join(os.path.dirname(path), others[-1])} (an older save) or '
+                if others else '')
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f'checkpoint {path} is damaged or does not match this graph ({first[:160]}); '
+                        f'try {hint}--fresh (which keeps the old files)')
+
+
+def save(sess, saver, name, step=None):
+    """Save the session; a failed save (disk full, read-only) keeps the previous one in charge."""
+    try:
+        return saver.save(sess, _path(name), global_step=step, write_meta_graph=False,
+                          write_state=name == LATEST)
+    except (tf.errors.OpError, OSError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f'could not save to {config.BACKUP_DIR}/ ({first[:160]}); the previous '
+                        f'checkpoint is unchanged: free disk space or fix permissions, then rerun')

@@ -1,0 +1,126 @@
+"""Every setting of glcic. Edit here, or override any key on the command line:
+
+    python train.py --BATCH_SIZE=8 --MASK_CHANNEL=False
+
+Code reads `config.KEY` at use time, so an override applies everywhere.
+"""
+import ast
+
+# --- data ---
+IMAGE_SIZE = 128  # side of the square training images, px (divisible by 4)
+LOCAL_SIZE = 64  # side of the local discriminator's patch around the hole, px
+HOLE_MIN = 24  # smallest hole side, px
+HOLE_MAX = 48  # largest hole side, px (<= LOCAL_SIZE)
+NUM_IMAGES = 5000  # images to_npy.py picks from the source folder
+TRAIN_RATIO = 0.95  # share of NUM_IMAGES for training; the rest is the test split
+FLIP = True  # random horizontal flip of training batches (faces are symmetric)
+SEED = 0  # seed for image picking, shuffling, holes and initial weights
+
+# --- model ---
+MASK_CHANNEL = True  # True: hole filled with the mean pixel + mask as a 4th input channel (paper); False: 3-channel x*(1-mask) (common TF1 code)
+ADVERSARIAL_G = True  # True: generator gets the adversarial gradient in phase 3 (paper); False: mse only
+BN_DECAY = 0.99  # moving-average decay of batch-norm statistics
+BN_EPSILON = 1e-3  # batch-norm variance epsilon
+BN_RECALIBRATE_BATCHES = 20  # batches used to re-estimate batch-norm statistics before each save (0: off)
+
+# --- training ---
+BATCH_SIZE = 16  # images per step; lower it if the GPU runs out of memory
+LEARNING_RATE = 1e-3  # Adam learning rate for both networks
+BETA1 = 0.9  # Adam beta1
+ALPHA = 4e-4  # weight of the adversarial loss (GLCIC paper)
+PRETRAIN_EPOCH = 100  # phase 1: epochs of completion network with mse only
+D_EPOCH = 11  # phase 2: epochs of discriminator only (paper: Td/Tc = 10k/90k of phase 1)
+MAX_EPOCH = 500  # hard cap on the total epochs over all phases
+STOP_LOSS = 1e-4  # phase 3 ends when the epoch-mean d_loss falls below this
+SAVE_MINUTES = 10.0  # also save backup/latest this often within an epoch, minutes
+KEEP_CHECKPOINTS = 3  # older backup/latest checkpoints kept besides the newest
+LOG_EVERY = 10  # steps between TensorBoard points and progress-bar updates
+SAMPLE_COUNT = 8  # fixed test images in each output/epoch_NNNN.png
+
+# --- paths ---
+IMAGE_DIR = 'data/images'  # to_npy.py reads photos from here (recursively)
+NPY_DIR = 'data/npy'  # x_train.npy, x_test.npy and meta.json
+BACKUP_DIR = 'backup'  # checkpoints and the run's config.json
+OUTPUT_DIR = 'output'  # sample grids, loss.csv, loss.png, logs/, test/
+
+# Settings that shape the graph: a checkpoint only restores into the same values.
+ARCHITECTURE_KEYS = ('IMAGE_SIZE', 'LOCAL_SIZE', 'MASK_CHANNEL')
+
+
+def keys():
+    """Names of all settings, in file order."""
+    return [k for k in globals() if k.isupper() and k != 'ARCHITECTURE_KEYS']
+
+
+def as_dict():
+    return {k: globals()[k] for k in keys()}
+
+
+class ConfigError(ValueError):
+    """A setting is unknown, of the wrong type or out of range."""
+
+
+def _convert(key, text):
+    default = globals()[key]
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        if isinstance(default, str):
+            return text  # bare strings such as paths need no quotes
+        raise ConfigError(f'--{key}={text}: not a literal value (e.g. --{key}={default!r})')
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(value) is not type(default):
+        raise ConfigError(f'--{key}={text}: expected {type(default).__name__}, got {type(value).__name__}')
+    return value
+
+
+def set_values(values):
+    """Set several keys at once (from overrides or a saved config.json)."""
+    unknown = sorted(set(values) - set(keys()))
+    if unknown:
+        raise ConfigError(f'unknown setting {unknown[0]}; valid keys: {", ".join(keys())}')
+    globals().update(values)
+    validate()
+
+
+def parse_overrides(argv):
+    """Apply `--KEY=value` arguments; return the other arguments untouched."""
+    rest, values = [], {}
+    for arg in argv:
+        name, eq, text = arg[2:].partition('=')
+        if arg.startswith('--') and eq and name.isupper():
+            if name not in keys():
+                raise ConfigError(f'unknown setting {name}; valid keys: {", ".join(keys())}')
+            values[name] = _convert(name, text)
+        else:
+            rest.append(arg)
+    set_values(values)
+    return rest
+
+
+def validate():
+    """Check ranges that would otherwise fail deep inside TensorFlow."""
+    def need(ok, key, why):
+        if not ok:
+            raise ConfigError(f'{key}={globals()[key]!r}: {why}')
+    need(IMAGE_SIZE >= 16 and IMAGE_SIZE % 4 == 0, 'IMAGE_SIZE', 'must be >= 16 and divisible by 4')
+    need(16 <= LOCAL_SIZE <= IMAGE_SIZE, 'LOCAL_SIZE', f'must be between 16 and IMAGE_SIZE ({IMAGE_SIZE})')
+    need(1 <= HOLE_MIN <= HOLE_MAX, 'HOLE_MIN', f'must be between 1 and HOLE_MAX ({HOLE_MAX})')
+    need(HOLE_MAX <= LOCAL_SIZE, 'HOLE_MAX', f'must be <= LOCAL_SIZE ({LOCAL_SIZE})')
+    need(BATCH_SIZE >= 1, 'BATCH_SIZE', 'must be >= 1')
+    need(NUM_IMAGES >= 2, 'NUM_IMAGES', 'must be >= 2')
+    need(0 < TRAIN_RATIO < 1, 'TRAIN_RATIO', 'must be between 0 and 1')
+    need(LEARNING_RATE > 0, 'LEARNING_RATE', 'must be > 0')
+    need(0 <= BETA1 < 1, 'BETA1', 'must be in [0, 1)')
+    need(ALPHA >= 0, 'ALPHA', 'must be >= 0')
+    need(0 < BN_DECAY < 1, 'BN_DECAY', 'must be between 0 and 1')
+    need(BN_EPSILON > 0, 'BN_EPSILON', 'must be > 0')
+    need(BN_RECALIBRATE_BATCHES >= 0, 'BN_RECALIBRATE_BATCHES', 'must be >= 0')
+    for key in ('PRETRAIN_EPOCH', 'D_EPOCH', 'MAX_EPOCH'):
+        need(globals()[key] >= 0, key, 'must be >= 0')
+    need(SAVE_MINUTES > 0, 'SAVE_MINUTES', 'must be > 0')
+    need(KEEP_CHECKPOINTS >= 1, 'KEEP_CHECKPOINTS', 'must be >= 1')
+    need(LOG_EVERY >= 1, 'LOG_EVERY', 'must be >= 1')
+    need(SAMPLE_COUNT >= 1, 'SAMPLE_COUNT', 'must be >= 1')
+

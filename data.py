@@ -1,0 +1,97 @@
+"""Images, holes and batches, shared by train.py, test.py and bench.py.
+
+Images are uint8 [N,S,S,3] RGB on disk; the networks see float32 in [-1, 1].
+"""
+import json
+import os
+
+import numpy as np
+
+import config
+from cli import UserError
+
+
+def to_float(images):
+    """uint8 [0, 255] -> float32 [-1, 1]."""
+    return np.asarray(images, np.float32) / 127.5 - 1.0
+
+
+def to_uint8(images):
+    """float [-1, 1] -> uint8 [0, 255], rounded and clipped."""
+    return np.clip(np.rint((np.asarray(images) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def sample_holes(rng, count, size=None):
+    """Draw one rectangular hole per image inside a random local patch.
+
+    Args: rng, an np.random.RandomState; count images; size of the square
+    image (config.IMAGE_SIZE by default). Sides come from config.LOCAL_SIZE,
+    HOLE_MIN and HOLE_MAX.
+    Returns: masks float32 [count,size,size,1] with 1 in the hole, and the
+    patches' top-left corners int32 [count,2] as (y, x).
+    """
+    size = size or config.IMAGE_SIZE
+    local = config.LOCAL_SIZE
+    corners = rng.randint(0, size - local + 1, size=(count, 2))
+    sides = rng.randint(config.HOLE_MIN, config.HOLE_MAX + 1, size=(count, 2))
+    offsets = rng.randint(0, local - sides + 1)
+    masks = np.zeros((count, size, size, 1), np.float32)
+    for mask, (py, px), (h, w), (oy, ox) in zip(masks, corners, sides, offsets):
+        mask[py + oy:py + oy + h, px + ox:px + ox + w] = 1.0
+    return masks, corners.astype(np.int32)
+
+
+def npy_path(split):
+    return os.path.join(config.NPY_DIR, f'x_{split}.npy')
+
+
+def load_images(path):
+    """Open an image array written by to_npy.py without reading it into memory.
+
+    Returns: uint8 [N,IMAGE_SIZE,IMAGE_SIZE,3] (memory-mapped).
+    Raises UserError with the way out when the file is missing or unusable.
+    """
+    if not os.path.exists(path):
+        raise UserError(f'{path} not found: put photos in {config.IMAGE_DIR}/ and run '
+                        f'python to_npy.py (or python to_npy.py --demo for synthetic faces)')
+    try:
+        images = np.load(path, mmap_mode='r', allow_pickle=False)
+    except (ValueError, OSError) as error:
+        raise UserError(f'{path} is not a readable .npy file ({error}); run python to_npy.py again')
+    size = config.IMAGE_SIZE
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
+        raise UserError(f'{path} holds {images.dtype} {images.shape}; expected uint8 [N,{size},{size},3] '
+                        f'as written by to_npy.py')
+    if images.shape[1:3] != (size, size):
+        raise UserError(f'{path} holds {images.shape[1]}x{images.shape[2]} images but IMAGE_SIZE={size}; '
+                        f'run python to_npy.py --IMAGE_SIZE={size} or set IMAGE_SIZE={images.shape[1]}')
+    if len(images) == 0:
+        raise UserError(f'{path} holds no images; run python to_npy.py again')
+    return images
+
+
+def mean_pixel(images, limit=2000):
+    """Mean RGB of (up to `limit`) images, in [-1, 1]: the hole fill of the mask-channel input."""
+    step = max(1, len(images) // limit)
+    return to_float(np.asarray(images[::step], np.float64).mean(axis=(0, 1, 2)))
+
+
+def batch(images, index, rng=None):
+    """Gather images[index] (sorted reads are kind to the memory map); flip each with p=0.5 if rng."""
+    order = np.argsort(index)
+    out = np.empty((len(index),) + images.shape[1:], np.uint8)
+    out[order] = images[np.asarray(index)[order]]
+    if rng is not None:
+        flip = rng.rand(len(out)) < 0.5
+        out[flip] = out[flip, :, ::-1]
+    return out
+
+
+def write_json(path, value):
+    """Write JSON atomically: a crash leaves the old file or the new one, never half of one."""
+    tmp = f'{path}.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(value, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,94 @@
+"""Layer helpers for the completion network and the discriminators.
+
+Every helper takes an explicit `name` and creates its variables with
+`tf.compat.v1.get_variable` under that scope, so the graph reads like the
+paper's Table 1 and checkpoints name each layer.
+"""
+import tensorflow as tf
+
+tf1 = tf.compat.v1
+
+
+def _weights(shape):
+    return tf1.get_variable('w', shape, initializer=tf1.glorot_uniform_initializer())
+
+
+def _bias(channels):
+    return tf1.get_variable('b', [channels], initializer=tf1.zeros_initializer())
+
+
+def conv(x, channels, kernel, stride, name, rate=1, bias=True):
+    """Convolution with 'SAME' padding; `rate` > 1 makes it dilated.
+
+    Args: x [B,H,W,C]; channels out; kernel side; stride; dilation rate.
+    Returns: [B,ceil(H/stride),ceil(W/stride),channels].
+    """
+    with tf1.variable_scope(name):
+        w = _weights([kernel, kernel, x.shape[-1], channels])
+        y = tf.nn.conv2d(x, w, strides=stride, padding='SAME', dilations=rate)
+        return tf.nn.bias_add(y, _bias(channels)) if bias else y
+
+
+def dilated_conv(x, channels, kernel, rate, name, bias=True):
+    """Dilated (atrous) 3x3-style convolution, stride 1. Returns [B,H,W,channels]."""
+    return conv(x, channels, kernel, 1, name, rate=rate, bias=bias)
+
+
+def deconv(x, channels, kernel, stride, name, bias=True):
+    """Transposed convolution that upsamples by `stride`.
+
+    The output shape comes from tf.shape(x), so any batch size and any H, W work.
+    Args: x [B,H,W,C]. Returns: [B,H*stride,W*stride,channels].
+    """
+    with tf1.variable_scope(name):
+        w = tf1.get_variable('w', [kernel, kernel, channels, x.shape[-1]],
+                             initializer=tf1.glorot_uniform_initializer())
+        shape = tf.shape(x)
+        out_shape = tf.stack([shape[0], shape[1] * stride, shape[2] * stride, channels])
+        y = tf.nn.conv2d_transpose(x, w, out_shape, strides=stride, padding='SAME')
+        h, wd = x.shape[1], x.shape[2]
+        y.set_shape([x.shape[0], h * stride if h is not None else None,
+                     wd * stride if wd is not None else None, channels])
+        return tf.nn.bias_add(y, _bias(channels)) if bias else y
+
+
+def batch_norm(x, training, name, decay, epsilon):
+    """Batch normalisation over B, H, W (fused kernel).
+
+    Args: x [B,H,W,C]; training: Python bool. True normalises with the batch's
+    statistics and adds an op to the UPDATE_OPS collection that moves the
+    averages towards them by (1 - decay); `decay` may be a tensor so the
+    averages can be re-estimated. False normalises with the moving averages.
+    Returns: a tensor shaped like x.
+    """
+    channels = x.shape[-1]
+    with tf1.variable_scope(name, reuse=tf1.AUTO_REUSE):
+        beta = tf1.get_variable('beta', [channels], initializer=tf1.zeros_initializer())
+        gamma = tf1.get_variable('gamma', [channels], initializer=tf1.ones_initializer())
+        stat = dict(trainable=False, collections=[tf1.GraphKeys.GLOBAL_VARIABLES,
+                                                  tf1.GraphKeys.MOVING_AVERAGE_VARIABLES])
+        moving_mean = tf1.get_variable('moving_mean', [channels],
+                                       initializer=tf1.zeros_initializer(), **stat)
+        moving_var = tf1.get_variable('moving_variance', [channels],
+                                      initializer=tf1.ones_initializer(), **stat)
+        if not training:
+            y, _, _ = tf1.nn.fused_batch_norm(x, gamma, beta, moving_mean, moving_var,
+                                              epsilon=epsilon, is_training=False)
+            return y
+        y, mean, var = tf1.nn.fused_batch_norm(x, gamma, beta, epsilon=epsilon, is_training=True)
+        for average, value in ((moving_mean, mean), (moving_var, var)):
+            update = average.assign_sub((average - value) * (1.0 - decay))
+            tf1.add_to_collection(tf1.GraphKeys.UPDATE_OPS, update)
+        return y
+
+
+def flatten(x):
+    """[B,H,W,C] -> [B,H*W*C]; H, W, C must be known when the graph is built."""
+    return tf.reshape(x, [-1, x.shape[1] * x.shape[2] * x.shape[3]])
+
+
+def dense(x, units, name):
+    """Fully connected layer. Args: x [B,N]. Returns: [B,units]."""
+    with tf1.variable_scope(name):
+        w = _weights([x.shape[-1], units])
+        return tf.matmul(x, w) + _bias(units)

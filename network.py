@@ -1,0 +1,234 @@
+"""The completion network, the global + local context discriminators, their
+losses and training ops: one graph builder for train.py, test.py and bench.py.
+
+Layer tables follow Iizuka, Simo-Serra, Ishikawa, "Globally and Locally
+Consistent Image Completion", SIGGRAPH 2017, Tables 1-2, at 128x128.
+"""
+import os
+
+import numpy as np
+import tensorflow as tf
+
+import config
+import data
+import layer
+
+tf1 = tf.compat.v1
+tf1.disable_eager_execution()  # TF1 graph mode: placeholders, sessions, Saver
+tf.get_logger().setLevel('ERROR')  # hide deprecation notices of the compat.v1 API
+
+# Completion network: (kind, channels, kernel, stride or dilation rate).
+# Every row but the last is followed by batch norm + ReLU; the last by tanh.
+GENERATOR = [
+    ('conv', 64, 5, 1),     # [B,128,128,C_in] -> [B,128,128,64]
+    ('conv', 128, 3, 2),    # -> [B,64,64,128]
+    ('conv', 128, 3, 1),
+    ('conv', 256, 3, 2),    # -> [B,32,32,256]
+    ('conv', 256, 3, 1),
+    ('conv', 256, 3, 1),
+    ('dilated', 256, 3, 2),  # [B,32,32,256] -> same, growing receptive field
+    ('dilated', 256, 3, 4),
+    ('dilated', 256, 3, 8),
+    ('dilated', 256, 3, 16),
+    ('conv', 256, 3, 1),
+    ('conv', 256, 3, 1),
+    ('deconv', 128, 4, 2),  # -> [B,64,64,128]
+    ('conv', 128, 3, 1),
+    ('deconv', 64, 4, 2),   # -> [B,128,128,64]
+    ('conv', 32, 3, 1),
+    ('conv', 3, 3, 1),      # -> [B,128,128,3], tanh
+]
+
+# Discriminator branches: channels of the 5x5 stride-2 convolutions, each + BN + ReLU.
+GLOBAL_CONVS = [64, 128, 256, 512, 512]  # whole image [B,128,128,3] -> [B,4,4,512]
+LOCAL_CONVS = [64, 128, 256, 512]        # local patch [B,64,64,3] -> [B,4,4,512]
+BRANCH_UNITS = 1024                      # each branch ends in FC 1024; concat -> FC 1
+
+
+def _bn_relu(x, training, name, decay):
+    return tf.nn.relu(layer.batch_norm(x, training, name, decay, config.BN_EPSILON))
+
+
+def generator(x, training, decay=None):
+    """Completion network.
+
+    Args: x [B,H,W,4] (image with hole filled + mask) or [B,H,W,3]; H, W divisible
+    by 4. training: use batch statistics (and create their update ops that
+    move the averages by 1 - decay; config.BN_DECAY by default).
+    Returns: [B,H,W,3] in [-1, 1].
+    """
+    decay = config.BN_DECAY if decay is None else decay
+    with tf1.variable_scope('generator', reuse=tf1.AUTO_REUSE):
+        for i, (kind, channels, kernel, arg) in enumerate(GENERATOR, 1):
+            name = f'{kind}{i}'
+            last = i == len(GENERATOR)
+            if kind == 'conv':
+                x = layer.conv(x, channels, kernel, arg, name, bias=last)
+            elif kind == 'dilated':
+                x = layer.dilated_conv(x, channels, kernel, arg, name, bias=False)
+            else:
+                x = layer.deconv(x, channels, kernel, arg, name, bias=False)
+            x = tf.nn.tanh(x) if last else _bn_relu(x, training, f'{name}_bn', decay)
+        return x
+
+
+def _branch(x, convs, name):
+    with tf1.variable_scope(name):
+        for i, channels in enumerate(convs, 1):
+            x = layer.conv(x, channels, 5, 2, f'conv{i}', bias=False)
+            x = _bn_relu(x, True, f'conv{i}_bn', config.BN_DECAY)
+        return layer.dense(layer.flatten(x), BRANCH_UNITS, 'fc')
+
+
+def discriminator(image, patch):
+    """Global + local context discriminator (always with batch statistics).
+
+    Args: image [B,IMAGE_SIZE,IMAGE_SIZE,3]; patch [B,LOCAL_SIZE,LOCAL_SIZE,3].
+    Returns: logits [B] (real > 0).
+    """
+    with tf1.variable_scope('discriminator', reuse=tf1.AUTO_REUSE):
+        both = tf.concat([_branch(image, GLOBAL_CONVS, 'global'),
+                          _branch(patch, LOCAL_CONVS, 'local')], axis=1)  # [B,2048]
+        return tf.squeeze(layer.dense(both, 1, 'fc'), axis=1)
+
+
+def crop_local(images, corners, size):
+    """Cut [B,size,size,C] patches at per-image top-left corners [B,2] (y, x), inside the graph."""
+    offsets = tf.range(size)
+    rows = corners[:, 0:1] + offsets  # [B,size]
+    cols = corners[:, 1:2] + offsets
+    images = tf.gather(images, rows, axis=1, batch_dims=1)  # [B,size,W,C]
+    return tf.gather(images, cols, axis=2, batch_dims=1)    # [B,size,size,C]
+
+
+def generator_input(x, masks, mean_pixel):
+    """What the completion network sees: the paper's 4 channels or the common TF1 code's 3."""
+    if config.MASK_CHANNEL:
+        filled = x * (1.0 - masks) + mean_pixel * masks
+        return tf.concat([filled, masks], axis=3)
+    return x * (1.0 - masks)
+
+
+def _bce(logits, label):
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
+        labels=tf.fill(tf.shape(logits), label), logits=logits))
+
+
+class Model:
+    """The whole graph. Feed `images` (uint8), `masks` and `corners`; run a
+    `train_ops[phase]` (one session.run per step) or fetch `completion`."""
+
+    def __init__(self):
+        size, local = config.IMAGE_SIZE, config.LOCAL_SIZE
+        self.images = tf1.placeholder(tf.uint8, [None, None, None, 3], 'images')
+        self.masks = tf1.placeholder(tf.float32, [None, None, None, 1], 'masks')
+        self.corners = tf1.placeholder(tf.int32, [None, 2], 'corners')
+        self.bn_decay = tf1.placeholder_with_default(config.BN_DECAY, [], 'bn_decay')
+        with tf1.variable_scope('state'):
+            self.mean_pixel = tf1.get_variable('mean_pixel', [3], trainable=False,
+                                               initializer=tf1.zeros_initializer())
+            self.step = self._counter('step', tf.int64)
+            self.epoch = self._counter('epoch', tf.int64)
+            self.epoch_step = self._counter('epoch_step', tf.int64)
+            self.phase = tf1.get_variable('phase', [], tf.int32, trainable=False,
+                                          initializer=tf1.constant_initializer(1))
+        x = tf.cast(self.images, tf.float32) / 127.5 - 1.0
+
+        # Inference: moving-average statistics, any image size divisible by 4.
+        raw = generator(generator_input(x, self.masks, self.mean_pixel), training=False)
+        self.completion = raw * self.masks + x * (1.0 - self.masks)
+        # Training: batch statistics at the configured size.
+        x = tf.ensure_shape(x, [None, size, size, 3])
+        masks = tf.ensure_shape(self.masks, [None, size, size, 1])
+        raw = generator(generator_input(x, masks, self.mean_pixel), training=True,
+                        decay=self.bn_decay)
+        self.g_bn_updates = tf1.get_collection(tf1.GraphKeys.UPDATE_OPS, 'generator')
+        fake = raw * masks + x * (1.0 - masks)
+        self.completion_batch_stats = fake
+        self.mse = tf.reduce_mean(masks * tf.square(fake - x))
+
+        real_logits = discriminator(x, crop_local(x, self.corners, local))
+        fake_logits = discriminator(fake, crop_local(fake, self.corners, local))
+        d_bn_updates = tf1.get_collection(tf1.GraphKeys.UPDATE_OPS, 'discriminator')
+        self.d_loss = config.ALPHA * (_bce(real_logits, 1.0) + _bce(fake_logits, 0.0))
+        self.g_adv = _bce(fake_logits, 1.0)
+        g_loss = self.mse + config.ALPHA * self.g_adv if config.ADVERSARIAL_G else self.mse
+
+        g_vars = tf1.trainable_variables('generator')
+        d_vars = tf1.trainable_variables('discriminator')
+        g_opt = tf1.train.AdamOptimizer(config.LEARNING_RATE, config.BETA1, name='g_adam')
+        d_opt = tf1.train.AdamOptimizer(config.LEARNING_RATE, config.BETA1, name='d_adam')
+        g_mse_grads = g_opt.compute_gradients(self.mse, g_vars)
+        g_grads = g_opt.compute_gradients(g_loss, g_vars)
+        d_grads = d_opt.compute_gradients(self.d_loss, d_vars)
+        self.g_adv_grads = tf.gradients(self.g_adv, g_vars)  # for tests: does D reach G?
+        # Phase 3 applies both updates only after both sets of gradients exist.
+        with tf.control_dependencies([g for g, _ in g_grads + d_grads]):
+            joint = [g_opt.apply_gradients(g_grads), d_opt.apply_gradients(d_grads)]
+        steps = {1: [g_opt.apply_gradients(g_mse_grads)] + self.g_bn_updates,
+                 2: [d_opt.apply_gradients(d_grads)] + d_bn_updates,
+                 3: joint + self.g_bn_updates + d_bn_updates}
+        self.train_ops = {}
+        for phase, ops in steps.items():
+            with tf.control_dependencies(ops):
+                self.train_ops[phase] = tf.group(self.step.assign_add(1),
+                                                 self.epoch_step.assign_add(1))
+        self.losses = {1: {'mse': self.mse},
+                       2: {'mse': self.mse, 'd_loss': self.d_loss},
+                       3: {'mse': self.mse, 'd_loss': self.d_loss, 'g_adv': self.g_adv}}
+        self.next_epoch = tf.group(self.epoch.assign_add(1), self.epoch_step.assign(0))
+        self.phase_value = tf1.placeholder(tf.int32, [], 'phase_value')
+        self.set_phase = self.phase.assign(self.phase_value)
+        self.mean_pixel_value = tf1.placeholder(tf.float32, [3], 'mean_pixel_value')
+        self.set_mean_pixel = self.mean_pixel.assign(self.mean_pixel_value)
+        self.g_vars, self.d_vars = g_vars, d_vars
+
+    @staticmethod
+    def _counter(name, dtype):
+        return tf1.get_variable(name, [], dtype, trainable=False, initializer=tf1.zeros_initializer())
+
+    def feed(self, images, masks, corners=None):
+        feed = {self.images: images, self.masks: masks}
+        if corners is not None:
+            feed[self.corners] = corners
+        return feed
+
+    def state(self, sess):
+        """(phase, epoch, epoch_step, step) as Python ints."""
+        return tuple(int(v) for v in sess.run([self.phase, self.epoch, self.epoch_step, self.step]))
+
+    def complete(self, sess, images, masks, batch_stats=False):
+        """Fill the holes of uint8 images [N,H,W,3] with masks [N,H,W,1]; returns uint8.
+
+        batch_stats: normalise with each batch's statistics instead of the moving averages.
+        """
+        out = np.empty(images.shape, np.uint8)
+        fetch = self.completion_batch_stats if batch_stats else self.completion
+        for i in range(0, len(images), config.BATCH_SIZE):
+            part = slice(i, i + config.BATCH_SIZE)
+            out[part] = data.to_uint8(sess.run(fetch, self.feed(images[part], masks[part])))
+        return out
+
+    def recalibrate(self, sess, feeds):
+        """Re-estimate the generator's batch-norm averages with the current weights.
+
+        The moving averages lag weights that change fast; a cumulative average
+        over fresh batches (decay k/(k+1) at batch k) matches them again.
+        """
+        for k, feed in enumerate(feeds):
+            sess.run(self.g_bn_updates, {**feed, self.bn_decay: k / (k + 1.0)})
+
+
+def make_session():
+    """A session on the GPU when TensorFlow sees one (memory grows as needed), else the CPU."""
+    session_config = tf1.ConfigProto()
+    session_config.gpu_options.allow_growth = True
+    return tf1.Session(config=session_config)
+
+
+def device_name():
+    gpus = tf.config.list_physical_devices('GPU')
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        return f"GPU {details.get('device_name', gpus[0].name)}"
+    return f'CPU ({os.cpu_count()} cores; no GPU visible to TensorFlow)'
