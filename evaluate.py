@@ -1,0 +1,152 @@
+"""Image-quality numbers, the classical baselines and Poisson blending.
+
+Plain functions on uint8 RGB arrays, so test.py and train.py can share them:
+images and truth are [N,H,W,3] uint8, masks are [N,H,W,1] (1 or True in the
+hole, as data.sample_holes draws them). Every metric returns one float64 value
+per image; average them for a table.
+"""
+import cv2
+import numpy as np
+
+PEAK = 255.0  # largest pixel value: PSNR and SSIM are on the 0-255 scale
+SSIM_WINDOW = 11  # side of SSIM's Gaussian window, px (Wang et al. 2004)
+SSIM_SIGMA = 1.5  # its standard deviation, px (Wang et al. 2004)
+SSIM_K1, SSIM_K2 = 0.01, 0.03  # stabilising constants (Wang et al. 2004)
+TELEA_RADIUS = 3  # px around each hole pixel that cv2.inpaint looks at
+BLEND_PAD = 2  # px of reflected border, so a hole at the edge still gets a ring of known pixels
+
+# name, column title, True if higher is better
+METRICS = (('hole_l1', 'hole L1', False),
+           ('hole_psnr', 'hole PSNR (dB)', True),
+           ('psnr', 'PSNR (dB)', True),
+           ('ssim', 'SSIM', True))
+
+
+def _holes(masks):
+    """[N,H,W,1] float or bool -> bool [N,H,W]."""
+    return np.asarray(masks)[..., 0] > 0.5
+
+
+def _psnr(mse):
+    with np.errstate(divide='ignore'):  # identical images: inf dB, which is the right answer
+        return 10.0 * np.log10(PEAK ** 2 / mse)
+
+
+def hole_l1(images, truth, masks):
+    """Mean absolute difference over the hole's pixels and channels, 0-255 (nan if no hole)."""
+    diff = np.abs(np.asarray(images, np.float64) - np.asarray(truth, np.float64)).mean(axis=3)
+    holes = _holes(masks)
+    with np.errstate(invalid='ignore'):
+        return (diff * holes).sum(axis=(1, 2)) / holes.sum(axis=(1, 2))
+
+
+def hole_psnr(images, truth, masks):
+    """PSNR over the hole's pixels only: 10 log10(255^2 / mse of the hole), dB."""
+    diff = np.square(np.asarray(images, np.float64) - np.asarray(truth, np.float64)).mean(axis=3)
+    holes = _holes(masks)
+    with np.errstate(invalid='ignore'):
+        return _psnr((diff * holes).sum(axis=(1, 2)) / holes.sum(axis=(1, 2)))
+
+
+def psnr(images, truth):
+    """PSNR of the whole image, dB."""
+    diff = np.square(np.asarray(images, np.float64) - np.asarray(truth, np.float64))
+    return _psnr(diff.mean(axis=(1, 2, 3)))
+
+
+def _ssim_channel(x, y):
+    """Mean SSIM map of two float64 [H,W] channels over the windows that fit inside the image."""
+    def local_mean(a):
+        # With reflected borders the blur is exact wherever the window fits; crop the rest away.
+        half = SSIM_WINDOW // 2
+        blurred = cv2.GaussianBlur(a, (SSIM_WINDOW, SSIM_WINDOW), SSIM_SIGMA,
+                                   borderType=cv2.BORDER_REFLECT)
+        return blurred[half:-half, half:-half]
+
+    c1, c2 = (SSIM_K1 * PEAK) ** 2, (SSIM_K2 * PEAK) ** 2
+    mx, my = local_mean(x), local_mean(y)
+    vx = local_mean(x * x) - mx * mx
+    vy = local_mean(y * y) - my * my
+    cov = local_mean(x * y) - mx * my
+    ssim_map = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return ssim_map.mean()
+
+
+def ssim(images, truth):
+    """Structural similarity (Wang et al. 2004) of the whole image, in [-1, 1].
+
+    Gaussian window of side 11 and sigma 1.5 on the 0-255 scale, computed on
+    each RGB channel separately and averaged; only windows that lie wholly
+    inside the image count (images need sides >= 11).
+    """
+    images, truth = np.asarray(images, np.float64), np.asarray(truth, np.float64)
+    if min(images.shape[1:3]) < SSIM_WINDOW:
+        raise ValueError(f'SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW}, got {images.shape}')
+    return np.array([np.mean([_ssim_channel(a[..., c], b[..., c]) for c in range(a.shape[2])])
+                     for a, b in zip(images, truth)])
+
+
+def measure(images, truth, masks):
+    """Every metric of METRICS: {name: float64 [N]}."""
+    return {'hole_l1': hole_l1(images, truth, masks), 'hole_psnr': hole_psnr(images, truth, masks),
+            'psnr': psnr(images, truth), 'ssim': ssim(images, truth)}
+
+
+def hide_holes(images, masks):
+    """What a user has: the image with the hole's pixels set to 0 (a copy)."""
+    out = np.array(images, np.uint8, copy=True)
+    out[_holes(masks)] = 0
+    return out
+
+
+def mean_fill(images, masks, pixel):
+    """Baseline: every hole pixel set to one RGB colour (uint8 [3])."""
+    out = np.array(images, np.uint8, copy=True)
+    out[_holes(masks)] = np.asarray(pixel, np.uint8)
+    return out
+
+
+def _telea_one(image, hole):
+    """cv2.inpaint (Telea) of one RGB image; OpenCV gets BGR, as it expects."""
+    bgr = np.ascontiguousarray(image[..., ::-1])
+    bgr[hole] = 0  # Telea does not read the hole; zeroing it makes sure of that
+    filled = cv2.inpaint(bgr, hole.astype(np.uint8) * 255, TELEA_RADIUS, cv2.INPAINT_TELEA)
+    return filled[..., ::-1]
+
+
+def telea(images, masks):
+    """Baseline: OpenCV's fast-marching inpainting (Telea 2004) of every hole."""
+    return np.stack([_telea_one(image, hole) for image, hole in zip(images, _holes(masks))])
+
+
+def _blend_one(image, completed, hole):
+    """Poisson-blend one completion into the Telea-filled image, one box per connected hole."""
+    pad = ((BLEND_PAD, BLEND_PAD), (BLEND_PAD, BLEND_PAD), (0, 0))
+    # BGR for OpenCV: seamlessClone's solver is not exactly symmetric in the channels.
+    target = np.pad(_telea_one(image, hole)[..., ::-1], pad, mode='reflect')
+    source = np.pad(np.asarray(completed)[..., ::-1], pad, mode='reflect')
+    count, _, stats, _ = cv2.connectedComponentsWithStats(hole.astype(np.uint8), connectivity=8)
+    for x, y, w, h, _ in stats[1:]:  # row 0 is the background
+        # The box's outer ring keeps the target's pixels (the boundary condition), so grow the
+        # hole's box by one pixel: the ring is then made of known pixels around the hole.
+        x, y, w, h = x + BLEND_PAD - 1, y + BLEND_PAD - 1, w + 2, h + 2
+        box = np.zeros(target.shape[:2], np.uint8)
+        box[y:y + h, x:x + w] = 255
+        # seamlessClone centres the box at (x + w // 2, y + h // 2), so it lands where it came from.
+        target = cv2.seamlessClone(source, target, box, (x + w // 2, y + h // 2), cv2.NORMAL_CLONE)
+    blended = target[BLEND_PAD:-BLEND_PAD, BLEND_PAD:-BLEND_PAD, ::-1]
+    return np.where(hole[..., None], blended, image)
+
+
+def blend(images, completed, masks):
+    """The paper's post-processing: Poisson blending of the network's output into its surroundings.
+
+    Each hole is first filled with cv2.inpaint (Telea) from the known pixels;
+    then the completion's gradients are cloned into the hole's bounding box
+    (cv2.seamlessClone, NORMAL_CLONE), so its colours meet the known pixels
+    without a seam. Reads only the pixels outside the holes of `images` (the
+    masked input, never the ground truth) and the completion; pixels outside
+    the holes come back unchanged.
+    """
+    return np.stack([_blend_one(image, done, hole)
+                     for image, done, hole in zip(images, completed, _holes(masks))])
