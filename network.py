@@ -152,16 +152,15 @@ class Model:
         d_bn_updates = tf1.get_collection(tf1.GraphKeys.UPDATE_OPS, 'discriminator')
         self.d_loss = config.ALPHA * (_bce(real_logits, 1.0) + _bce(fake_logits, 0.0))
         self.g_adv = _bce(fake_logits, 1.0)
-        g_loss = self.mse + config.ALPHA * self.g_adv if config.ADVERSARIAL_G else self.mse
+        self.g_loss = self.mse + config.ALPHA * self.g_adv if config.ADVERSARIAL_G else self.mse
 
         g_vars = tf1.trainable_variables('generator')
         d_vars = tf1.trainable_variables('discriminator')
         g_opt = tf1.train.AdamOptimizer(config.LEARNING_RATE, config.BETA1, name='g_adam')
         d_opt = tf1.train.AdamOptimizer(config.LEARNING_RATE, config.BETA1, name='d_adam')
         g_mse_grads = g_opt.compute_gradients(self.mse, g_vars)
-        g_grads = g_opt.compute_gradients(g_loss, g_vars)
+        g_grads = g_opt.compute_gradients(self.g_loss, g_vars)
         d_grads = d_opt.compute_gradients(self.d_loss, d_vars)
-        self.g_adv_grads = tf.gradients(self.g_adv, g_vars)  # for tests: does D reach G?
         # Phase 3 applies both updates only after both sets of gradients exist.
         with tf.control_dependencies([g for g, _ in g_grads + d_grads]):
             joint = [g_opt.apply_gradients(g_grads), d_opt.apply_gradients(d_grads)]

@@ -1,0 +1,326 @@
+"""The pipeline of issue 2: config, layers, network, data, to_npy and train.py."""
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import config
+import data
+import layer
+import network
+import synthetic
+from conftest import run_script, tiny_args
+
+tf1 = tf.compat.v1
+
+
+# --- config ---
+
+def test_overrides_apply_and_convert(tiny_config):
+    rest = config.parse_overrides(['--BATCH_SIZE=4', '--ALPHA=1', '--MASK_CHANNEL=False', '--src', 'x'])
+    assert rest == ['--src', 'x']
+    assert config.BATCH_SIZE == 4 and config.ALPHA == 1.0 and isinstance(config.ALPHA, float)
+    assert config.MASK_CHANNEL is False
+
+
+@pytest.mark.parametrize('arg, words', [
+    ('--BATCHSIZE=4', ['unknown setting BATCHSIZE', 'BATCH_SIZE']),
+    ('--BATCH_SIZE=abc', ['BATCH_SIZE', 'not a literal']),
+    ('--BATCH_SIZE=1.5', ['BATCH_SIZE', 'expected int']),
+    ('--BATCH_SIZE=0', ['BATCH_SIZE=0', '>= 1']),
+    ('--HOLE_MAX=20', ['HOLE_MAX', 'LOCAL_SIZE']),
+    ('--IMAGE_SIZE=30', ['IMAGE_SIZE', 'divisible by 4']),
+    ('--LOCAL_SIZE=40', ['LOCAL_SIZE', 'IMAGE_SIZE']),
+])
+def test_bad_overrides_name_the_key(tiny_config, arg, words):
+    with pytest.raises(config.ConfigError) as error:
+        config.parse_overrides([arg])
+    for word in words:
+        assert word in str(error.value)
+
+
+# --- layers ---
+
+@pytest.mark.parametrize('batch, height, width', [(1, 16, 16), (3, 20, 28), (5, 32, 12)])
+def test_layer_shapes_at_odd_batches_and_sizes(batch, height, width):
+    with tf.Graph().as_default(), tf1.Session() as sess:
+        x = tf1.placeholder(tf.float32, [None, None, None, 3])
+        outs = [layer.conv(x, 8, 3, 2, 'conv'), layer.dilated_conv(x, 8, 3, 4, 'dilated'),
+                layer.deconv(x, 8, 4, 2, 'deconv')]
+        outs.append(layer.batch_norm(outs[0], True, 'bn', 0.9, 1e-3))
+        sess.run(tf1.global_variables_initializer())
+        values = sess.run(outs, {x: np.random.rand(batch, height, width, 3)})
+    assert values[0].shape == (batch, height // 2, width // 2, 8)
+    assert values[1].shape == (batch, height, width, 8)
+    assert values[2].shape == (batch, height * 2, width * 2, 8)
+    # Batch norm with batch statistics: zero mean, unit variance per channel.
+    assert np.allclose(values[3].mean(axis=(0, 1, 2)), 0, atol=1e-4)
+    assert np.allclose(values[3].std(axis=(0, 1, 2)), 1, atol=0.05)
+
+
+# --- network ---
+
+def build(tiny_config):
+    graph = tf.Graph()
+    with graph.as_default():
+        tf1.set_random_seed(0)
+        model = network.Model()
+        saver = tf1.train.Saver()
+    sess = tf1.Session(graph=graph)
+    with graph.as_default():
+        sess.run(tf1.global_variables_initializer())
+    return model, saver, sess
+
+
+def tiny_batch(count=8, seed=0):
+    rng = np.random.RandomState(seed)
+    images = synthetic.faces(count, config.IMAGE_SIZE, seed)
+    masks, corners = data.sample_holes(rng, count)
+    return images, masks, corners
+
+
+def test_variables_match_the_layer_table(tiny_config):
+    model, _, sess = build(tiny_config)
+    shapes = {v.name: v.shape.as_list() for v in model.g_vars + model.d_vars}
+    channels = 4  # mask-channel input
+    for i, (kind, out, kernel, _) in enumerate(network.GENERATOR, 1):
+        w = f'generator/{kind}{i}/w:0'
+        expect = [kernel, kernel, out, channels] if kind == 'deconv' else [kernel, kernel, channels, out]
+        assert shapes[w] == expect, w
+        channels = out
+    assert shapes['discriminator/global/conv5/w:0'] == [5, 5, 512, 512]
+    assert shapes['discriminator/local/conv4/w:0'] == [5, 5, 256, 512]
+    assert 'discriminator/local/conv5/w:0' not in shapes
+    # 32/2^5 -> 1x1 and 16/2^4 -> 1x1 feature maps of 512 before each FC 1024.
+    assert shapes['discriminator/global/fc/w:0'] == [512, 1024]
+    assert shapes['discriminator/local/fc/w:0'] == [512, 1024]
+    assert shapes['discriminator/fc/w:0'] == [2048, 1]
+    assert all(n.startswith(('generator/', 'discriminator/')) for n in shapes)
+    assert len(model.g_vars) == 17 + 16 * 2 + 1 and len(model.d_vars) == 9 + 9 * 2 + 3 * 2
+
+
+def test_three_channel_input_switch(tiny_config):
+    config.set_values({'MASK_CHANNEL': False})
+    model, _, _ = build(tiny_config)
+    assert model.g_vars[0].shape.as_list() == [5, 5, 3, 64]
+
+
+def ops_reached(fetch):
+    """Names of every op that running `fetch` executes."""
+    seen, todo = set(), [fetch]
+    while todo:
+        op = todo.pop()
+        if op.name in seen:
+            continue
+        seen.add(op.name)
+        todo += [t.op for t in op.inputs] + list(op.control_inputs)
+    return seen
+
+
+def test_adversarial_gradient_reaches_generator_only_in_phase_3(tiny_config):
+    model, _, sess = build(tiny_config)
+    images, masks, corners = tiny_batch()
+    feed = model.feed(images, masks, corners)
+    with sess.graph.as_default():
+        adv = tf.gradients(model.g_adv, model.g_vars)
+        total = tf.gradients(model.g_loss, model.g_vars)
+        mse = tf.gradients(model.mse, model.g_vars)
+    adv, total, mse = sess.run([adv, total, mse], feed)
+    assert all(np.abs(g).sum() > 0 for g in adv)
+    assert sum(np.abs(t - m).sum() for t, m in zip(total, mse)) > 0
+    assert not any(n.startswith('discriminator/') for n in ops_reached(model.train_ops[1]))
+    assert any(n.startswith('discriminator/') for n in ops_reached(model.train_ops[3]))
+
+
+def test_adversarial_switch_off_leaves_mse_only(tiny_config):
+    config.set_values({'ADVERSARIAL_G': False})
+    model, _, sess = build(tiny_config)
+    assert model.g_loss is model.mse
+
+
+def test_phases_train_only_their_network(tiny_config):
+    model, _, sess = build(tiny_config)
+    feed = model.feed(*tiny_batch())
+    for phase, changes in ((1, 'g'), (2, 'd'), (3, 'gd')):
+        g0, d0 = sess.run([model.g_vars, model.d_vars])
+        sess.run(model.train_ops[phase], feed)
+        g1, d1 = sess.run([model.g_vars, model.d_vars])
+        g_changed = any(not np.array_equal(a, b) for a, b in zip(g0, g1))
+        d_changed = any(not np.array_equal(a, b) for a, b in zip(d0, d1))
+        assert (g_changed, d_changed) == ('g' in changes, 'd' in changes), phase
+    assert model.state(sess)[3] == 3
+
+
+def test_completion_keeps_known_pixels_and_crops_the_hole_patch(tiny_config):
+    model, _, sess = build(tiny_config)
+    images, masks, corners = tiny_batch(3)
+    out = model.complete(sess, images, masks)
+    known = masks[..., 0] == 0
+    assert out.shape == images.shape and out.dtype == np.uint8
+    assert np.array_equal(out[known], images[known])
+    with sess.graph.as_default():
+        patches = network.crop_local(tf.constant(images), tf.constant(corners), config.LOCAL_SIZE)
+    patches = sess.run(patches)
+    for img, patch, (y, x) in zip(images, patches, corners):
+        assert np.array_equal(patch, img[y:y + config.LOCAL_SIZE, x:x + config.LOCAL_SIZE])
+
+
+def test_short_training_lowers_mse(tiny_config):
+    model, _, sess = build(tiny_config)
+    train = synthetic.faces(64, config.IMAGE_SIZE, 1)
+    sess.run(model.set_mean_pixel, {model.mean_pixel_value: data.mean_pixel(train)})
+    held = model.feed(*tiny_batch(16, seed=99))
+    before = sess.run(model.mse, held)
+    rng = np.random.RandomState(0)
+    for _ in range(60):
+        index = rng.choice(len(train), config.BATCH_SIZE, replace=False)
+        masks, corners = data.sample_holes(rng, config.BATCH_SIZE)
+        sess.run(model.train_ops[1], model.feed(train[index], masks, corners))
+    after = sess.run(model.mse, held)
+    assert after < 0.5 * before, (before, after)
+
+
+def test_recalibration_matches_batch_statistics(tiny_config):
+    model, _, sess = build(tiny_config)
+    images, masks, _ = tiny_batch(16)
+    feeds = [model.feed(images[i:i + 8], masks[i:i + 8]) for i in (0, 8)]
+    with sess.graph.as_default():
+        moving = [v for v in tf1.global_variables() if v.name.startswith('generator/conv1_bn/moving')]
+    model.recalibrate(sess, feeds)
+    mean, var = sess.run(moving)
+    with sess.graph.as_default():
+        first = sess.graph.get_tensor_by_name('generator_1/conv1/Conv2D:0')
+    act = np.concatenate([sess.run(first, f) for f in feeds])
+    assert np.allclose(mean, act.mean(axis=(0, 1, 2)), atol=1e-3)
+
+
+def test_save_restore_is_bit_identical(tiny_config, tmp_path):
+    model, saver, sess = build(tiny_config)
+    sess.run(model.train_ops[3], model.feed(*tiny_batch()))
+    with sess.graph.as_default():
+        variables = tf1.global_variables()
+    before = sess.run(variables)
+    path = saver.save(sess, str(tmp_path / 'ckpt'))
+    sess.run([v.initializer for v in variables])
+    assert not all(np.array_equal(a, b) for a, b in zip(before, sess.run(variables)))
+    saver.restore(sess, path)
+    assert all(np.array_equal(a, b) for a, b in zip(before, sess.run(variables)))
+
+
+# --- data ---
+
+def test_holes_lie_inside_their_patch(tiny_config):
+    masks, corners = data.sample_holes(np.random.RandomState(3), 200)
+    assert masks.shape == (200, 32, 32, 1) and masks.dtype == np.float32
+    for mask, (y, x) in zip(masks[..., 0], corners):
+        rows, cols = np.nonzero(mask)
+        h, w = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+        assert config.HOLE_MIN <= h <= config.HOLE_MAX and config.HOLE_MIN <= w <= config.HOLE_MAX
+        assert mask.sum() == h * w  # one rectangle
+        assert y <= rows.min() and rows.max() < y + config.LOCAL_SIZE
+        assert x <= cols.min() and cols.max() < x + config.LOCAL_SIZE
+    again, _ = data.sample_holes(np.random.RandomState(3), 200)
+    assert np.array_equal(masks, again)
+
+
+def test_pixel_conversions_round_trip():
+    pixels = np.arange(256, dtype=np.uint8)
+    assert data.to_float(pixels).min() == -1 and data.to_float(pixels).max() == 1
+    assert np.array_equal(data.to_uint8(data.to_float(pixels)), pixels)
+
+
+def test_synthetic_faces_are_deterministic_and_mirrored():
+    a, b = synthetic.faces(4, 64, 5), synthetic.faces(4, 64, 5)
+    assert a.shape == (4, 64, 64, 3) and a.dtype == np.uint8 and np.array_equal(a, b)
+    assert not np.array_equal(a[0], a[1])
+    # Left-right mirror is much closer than two different faces.
+    mirror = np.abs(a.astype(int) - a[:, :, ::-1]).mean()
+    other = np.abs(a[0].astype(int) - a[1]).mean()
+    assert mirror < 0.5 * other
+
+
+def write_test_images(folder):
+    folder.mkdir(parents=True)
+    rng = np.random.RandomState(0)
+    cv2.imwrite(str(folder / 'good.jpg'), rng.randint(0, 255, (218, 178, 3)).astype(np.uint8))
+    cv2.imwrite(str(folder / 'gray.png'), rng.randint(0, 255, (50, 70)).astype(np.uint8))
+    cv2.imwrite(str(folder / 'rgba.png'), rng.randint(0, 255, (40, 40, 4)).astype(np.uint8))
+    (folder / 'sub').mkdir()
+    cv2.imwrite(str(folder / 'sub' / 'nested.bmp'), rng.randint(0, 255, (33, 33, 3)).astype(np.uint8))
+    (folder / 'corrupt.jpg').write_bytes(b'\xff\xd8\xff this is not a jpeg')
+    (folder / 'notes.txt').write_text('not an image')
+
+
+def test_to_npy_reads_a_mixed_folder(tmp_path):
+    write_test_images(tmp_path / 'images')
+    result = run_script('to_npy.py', *tiny_args(tmp_path, NUM_IMAGES=10, TRAIN_RATIO=0.5))
+    assert result.returncode == 0, result.stderr
+    train = np.load(tmp_path / 'npy' / 'x_train.npy')
+    test = np.load(tmp_path / 'npy' / 'x_test.npy')
+    assert train.dtype == np.uint8 and train.shape[1:] == (32, 32, 3)
+    assert len(train) + len(test) == 4 and len(train) == 2
+    meta = json.loads((tmp_path / 'npy' / 'meta.json').read_text())
+    assert meta['skipped'] == 1 and list(meta['skipped_files'])[0].endswith('corrupt.jpg')
+    assert 'skipped 1' in result.stdout
+
+
+def test_to_npy_crops_the_centre_square(tmp_path, tiny_config):
+    import to_npy
+    img = np.zeros((218, 178, 3), np.uint8)
+    img[20:198] = 200  # the centre square is bright, the bands above and below are black
+    cv2.imwrite(str(tmp_path / 'celeba.png'), img)
+    square, reason = to_npy.load_square(str(tmp_path / 'celeba.png'))
+    assert reason is None and square.shape == (32, 32, 3) and square.min() == 200
+
+
+def test_to_npy_empty_folder_is_one_line(tmp_path):
+    (tmp_path / 'images').mkdir()
+    result = run_script('to_npy.py', *tiny_args(tmp_path))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and 'no usable images' in lines[0] and '--demo' in lines[0]
+
+
+# --- train.py ---
+
+def test_train_without_data_is_one_line(tmp_path):
+    result = run_script('train.py', *tiny_args(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith('error: ')
+    assert 'x_train.npy not found' in result.stderr and 'Traceback' not in result.stderr
+
+
+def test_train_runs_all_phases_and_resumes(tmp_path):
+    assert run_script('to_npy.py', '--demo', '80', *tiny_args(tmp_path)).returncode == 0
+    args = tiny_args(tmp_path, PRETRAIN_EPOCH=2, D_EPOCH=1)
+    first = run_script('train.py', *args, '--MAX_EPOCH=2')
+    assert first.returncode == 0, first.stderr
+    assert 'reached MAX_EPOCH=2' in first.stdout and 'phase 1 done' in first.stdout
+    backup = tmp_path / 'backup'
+    assert (backup / 'latest-18.index').exists() and (backup / 'config.json').exists()
+    second = run_script('train.py', *args, '--MAX_EPOCH=4')
+    assert second.returncode == 0, second.stderr
+    assert 'phase 2, epoch 3, batch 0, step 18' in second.stdout
+    assert (backup / 'pretrained.index').exists()
+    rows = (tmp_path / 'output' / 'loss.csv').read_text().splitlines()
+    assert [r.split(',')[:3] for r in rows[1:]] == [['1', '1', '9'], ['2', '1', '18'],
+                                                    ['3', '2', '27'], ['4', '3', '36']]
+    mse = [float(r.split(',')[4]) for r in rows[1:3]]
+    assert mse[1] < mse[0]
+    out = tmp_path / 'output'
+    for name in ('epoch_0001.png', 'epoch_0004.png', 'loss.png'):
+        assert (out / name).stat().st_size > 1000
+    assert os.listdir(out / 'logs')
+    saved = json.loads((backup / 'config.json').read_text())
+    assert saved['IMAGE_SIZE'] == 32 and saved['MAX_EPOCH'] == 4
+    # Architecture settings must match the backup.
+    clash = run_script('train.py', *args, '--MAX_EPOCH=5', '--MASK_CHANNEL=False')
+    assert clash.returncode == 2 and 'MASK_CHANNEL' in clash.stderr and '--fresh' in clash.stderr
+    # --fresh keeps the old run aside.
+    fresh = run_script('train.py', *args, '--MAX_EPOCH=0', '--fresh')
+    assert fresh.returncode == 0, fresh.stderr
+    moved = [d for d in os.listdir(backup) if d.startswith('previous-')]
+    assert len(moved) == 1 and (backup / moved[0] / 'pretrained.index').exists()
