@@ -128,7 +128,9 @@ def _blend_one(image, completed, hole):
     count, _, stats, _ = cv2.connectedComponentsWithStats(hole.astype(np.uint8), connectivity=8)
     for x, y, w, h, _ in stats[1:]:  # row 0 is the background
         # The box's outer ring keeps the target's pixels (the boundary condition), so grow the
-        # hole's box by one pixel: the ring is then made of known pixels around the hole.
+        # hole's box by one pixel: the ring is then made of known pixels around the hole. OpenCV
+        # erodes the box by 3 px before taking the source's gradients, so the hole's outer 2 px
+        # follow the Telea fill's gradients (no seam) and the rest the network's.
         x, y, w, h = x + BLEND_PAD - 1, y + BLEND_PAD - 1, w + 2, h + 2
         box = np.zeros(target.shape[:2], np.uint8)
         box[y:y + h, x:x + w] = 255
@@ -142,11 +144,14 @@ def blend(images, completed, masks):
     """The paper's post-processing: Poisson blending of the network's output into its surroundings.
 
     Each hole is first filled with cv2.inpaint (Telea) from the known pixels;
-    then the completion's gradients are cloned into the hole's bounding box
-    (cv2.seamlessClone, NORMAL_CLONE), so its colours meet the known pixels
-    without a seam. Reads only the pixels outside the holes of `images` (the
-    masked input, never the ground truth) and the completion; pixels outside
-    the holes come back unchanged.
+    then the completion is cloned into the hole's bounding box grown by 1 px
+    (cv2.seamlessClone, NORMAL_CLONE): the result keeps the network's detail
+    inside the hole but its colours meet the known pixels without a seam.
+    Within 2 px of the hole's edge the gradients are Telea's, so holes only a
+    few pixels wide come out close to the Telea fill.
+    Reads only the pixels outside the holes of `images` (the masked input,
+    never the ground truth) and the completion; pixels outside the holes come
+    back unchanged.
     """
     return np.stack([_blend_one(image, done, hole)
                      for image, done, hole in zip(images, completed, _holes(masks))])

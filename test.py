@@ -124,7 +124,7 @@ class Networks:
 
 # --- the test set ---
 
-def test_holes(count):
+def fixed_holes(count):
     """The fixed holes of the test set: masks [count,S,S,1] and corners."""
     return data.sample_holes(np.random.RandomState([config.SEED, HOLE_STREAM]), count)
 
@@ -206,7 +206,7 @@ def run_test_set(nets, npy, max_grids, batch_stats):
     images = data.load_images(npy)
     count = len(images)
     names = [n for n in (backup.PRETRAINED, backup.LATEST) if n in nets.sessions]
-    all_masks, _ = test_holes(count)
+    all_masks, _ = fixed_holes(count)
     pixel = nets.mean_pixel()
     out_dir = os.path.join(config.OUTPUT_DIR, 'test')
     os.makedirs(out_dir, exist_ok=True)
@@ -364,21 +364,18 @@ def user_jobs(args):
 
 def write_image(path, rgb):
     os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-    ext = os.path.splitext(path)[1] or '.png'
-    try:
-        ok, encoded = cv2.imencode(ext, rgb[..., ::-1])
-    except cv2.error:
-        ok = False
+    ok, encoded = cv2.imencode(os.path.splitext(path)[1], rgb[..., ::-1])
     if not ok:
-        raise cli.UserError(f'cannot write {path}: use a .png or .jpg file name')
+        raise cli.UserError(f'could not encode {path}')
     encoded.tofile(path)
 
 
-def run_user_images(nets, name, args):
-    jobs = user_jobs(args)
-    # Read and check everything first, so a bad file stops the run before any work.
+def load_user_images(args):
+    """[(photo, hole, output path)], every file read and checked before the networks are built."""
     work = []
-    for image_path, mask_path, out in jobs:
+    for image_path, mask_path, out in user_jobs(args):
+        if not cv2.haveImageWriter(out):
+            raise cli.UserError(f'cannot write {out}: use a .png or .jpg file name')
         photo = read_image(image_path)
         if mask_path:
             hole, where = read_mask(mask_path, photo.shape, image_path), f'mask {mask_path}'
@@ -386,6 +383,10 @@ def run_user_images(nets, name, args):
             hole, where = box_mask(args.box, photo.shape), f'--box {args.box}'
         check_hole(hole, where)
         work.append((photo, hole, out))
+    return work
+
+
+def run_user_images(nets, name, work, args):
     for photo, hole, out in tqdm(work, unit='img', desc='completing', disable=len(work) < 2):
         write_image(out, complete_photo(nets, name, photo, hole, args.resize, args.blend))
         print(f'wrote {out} ({photo.shape[1]}x{photo.shape[0]}, {int(hole.sum())} hole px, '
@@ -413,8 +414,10 @@ def parse_args(argv):
                         help='checkpoint to use (default: latest for --image, both for the test set)')
     args = parser.parse_args(argv)
     if args.image:
-        if bool(args.mask) == bool(args.box):
-            raise cli.UserError('--image needs a hole: --mask FILE (white = hole) or --box x,y,w,h, not both')
+        if not args.mask and not args.box:
+            raise cli.UserError('--image needs a hole: --mask FILE (white = hole) or --box x,y,w,h')
+        if args.mask and args.box:
+            raise cli.UserError('give --mask or --box, not both')
         if args.resize is not None and args.resize < SIZE_STEP:
             raise cli.UserError(f'--resize {args.resize}: need at least {SIZE_STEP} px')
         if args.npy or args.grids is not None or args.batch_stats:
@@ -423,29 +426,32 @@ def parse_args(argv):
         used = [f'--{k}' for k in ('mask', 'box', 'out', 'resize') if getattr(args, k)]
         used += ['--blend'] if args.blend else []
         if used:
-            raise cli.UserError(f'{" ".join(used)} need --image PHOTO (the test-set table always '
-                                f'shows the networks with and without blending)')
+            raise cli.UserError(f'{" ".join(used)}: only with --image PHOTO (the test-set table '
+                                f'always shows the networks with and without blending)')
         if args.grids is not None and args.grids < 0:
             raise cli.UserError(f'--grids {args.grids}: need 0 or more')
     return args
 
 
 def main(argv):
-    rest = apply_run_config(argv)
-    args = parse_args(rest)
+    args = parse_args(apply_run_config(argv))
     found = find_checkpoints(args.model)
+    # Every input is checked before the networks are built, so a mistake costs no waiting.
     if args.image:
+        work = load_user_images(args)
         name = backup.LATEST if backup.LATEST in found else backup.PRETRAINED
         if not args.model and name == backup.PRETRAINED:
             print(f'note: no latest checkpoint in {config.BACKUP_DIR}/; using {found[name]}')
         found = {name: found[name]}
-    elif not args.model and len(found) == 1:
-        (only, path), = found.items()
-        missing = backup.LATEST if only == backup.PRETRAINED else backup.PRETRAINED
-        print(f'note: {config.BACKUP_DIR}/ has no {missing} checkpoint; showing {path} only')
-    npy = args.npy or data.npy_path('test')
-    if not args.image:
-        data.load_images(npy)  # a bad file fails here, before the networks are built
+    else:
+        npy = args.npy or data.npy_path('test')
+        if args.npy and not os.path.exists(npy):
+            raise cli.UserError(f'--npy {npy} not found')
+        data.load_images(npy)
+        if not args.model and len(found) == 1:
+            (only, path), = found.items()
+            missing = backup.LATEST if only == backup.PRETRAINED else backup.PRETRAINED
+            print(f'note: {config.BACKUP_DIR}/ has no {missing} checkpoint; showing {path} only')
     print(f'device: {network.device_name()}; IMAGE_SIZE={config.IMAGE_SIZE} LOCAL_SIZE={config.LOCAL_SIZE} '
           f'MASK_CHANNEL={config.MASK_CHANNEL} holes {config.HOLE_MIN}-{config.HOLE_MAX} px')
     nets = Networks(found)
@@ -453,7 +459,7 @@ def main(argv):
         for name, info in nets.info.items():
             print(f'{nets.label(name)}: {info["path"]} (epoch {info["epoch"]}, phase {info["phase"]})')
         if args.image:
-            run_user_images(nets, next(iter(found)), args)
+            run_user_images(nets, name, work, args)
         else:
             run_test_set(nets, npy, math.inf if args.grids is None else args.grids, args.batch_stats)
     finally:
