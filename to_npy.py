@@ -1,6 +1,6 @@
 """Turn a folder of photos into the training and test arrays.
 
-Input:  every .jpg/.jpeg/.png/.bmp/.webp under IMAGE_DIR (data/images/, recursive),
+Input:  every .jpg/.jpeg/.png/.bmp/.webp/.gif under IMAGE_DIR (data/images/, recursive),
         or --src DIR; or --demo [N] for N synthetic faces (no photos needed).
 Output: NPY_DIR/x_train.npy  uint8 [round(N*TRAIN_RATIO), IMAGE_SIZE, IMAGE_SIZE, 3] RGB
         NPY_DIR/x_test.npy   uint8 [the rest, IMAGE_SIZE, IMAGE_SIZE, 3]
@@ -24,15 +24,28 @@ import data
 import numpy as np
 from tqdm import tqdm
 
-EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
+EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.gif')  # a GIF gives its first frame
 MAX_PIXELS = 100_000_000  # larger files are skipped rather than decoded into GBs of memory
 
 
 def find_images(src):
-    """Sorted paths of image files under src (recursive, symlinks followed)."""
-    found = []
-    for root, _, files in os.walk(src, followlinks=True):
-        found += [os.path.join(root, f) for f in files if f.lower().endswith(EXTENSIONS)]
+    """Sorted paths of image files under src (recursive, symlinks followed).
+
+    A file reached twice (through a symlink or a directory loop) is listed once, so no
+    photo can land in both the train and the test split.
+    """
+    found, seen_dirs, seen_files = [], set(), set()
+    for root, subdirs, files in os.walk(src, followlinks=True):
+        subdirs.sort()
+        if os.path.realpath(root) in seen_dirs:
+            subdirs.clear()
+            continue
+        seen_dirs.add(os.path.realpath(root))
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            if name.lower().endswith(EXTENSIONS) and os.path.realpath(path) not in seen_files:
+                seen_files.add(os.path.realpath(path))
+                found.append(path)
     return sorted(found)
 
 
