@@ -16,6 +16,7 @@ resized to IMAGE_SIZE. Unreadable files are skipped and listed in meta.json.
 import argparse
 import multiprocessing
 import os
+import signal
 import time
 
 import cli
@@ -77,6 +78,7 @@ def load_square(path):
 
 
 def _init_worker(values):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it ends the pool
     config.set_values(values)
 
 
