@@ -1,0 +1,102 @@
+"""experiments/quality.py: a budgeted run, its checkpoints measured on the held-out split, the report."""
+import importlib.util
+import json
+import math
+import os
+
+import pytest
+
+import cli
+import config
+from conftest import ROOT, TINY, run_script
+
+QUALITY = 'experiments/quality.py'
+METRICS = ('hole_l1', 'hole_psnr', 'psnr', 'ssim', 'beats_telea')
+
+
+def tiny(**extra):
+    return [f'--{k}={v}' for k, v in {**TINY, **extra}.items()]
+
+
+@pytest.fixture(scope='module')
+def npy_root(tmp_path_factory):
+    """28 training and 2 test images of 32x32 in ROOT/npy, shared by the runs of this module."""
+    root = tmp_path_factory.mktemp('runs')
+    result = run_script(QUALITY, 'prepare', f'--root={root}', '--demo', '30', *tiny())
+    assert result.returncode == 0, result.stderr
+    return root
+
+
+def test_run_eval_report_cycle(npy_root, tmp_path):
+    folders = [f'--root={npy_root}', f'--results={tmp_path}']
+    # 3 steps an epoch: one epoch of phase 1, none of phase 2, one of phase 3; MAX_EPOCH ends the run.
+    run = run_script(QUALITY, 'run', 'a', '--minutes', '5', '--every', '5', *folders,
+                     *tiny(PRETRAIN_EPOCH=1, D_EPOCH=0, MAX_EPOCH=2, SAMPLE_COUNT=2, BN_RECALIBRATE_BATCHES=1))
+    assert run.returncode == 0, run.stdout + run.stderr
+    record = json.loads((npy_root / 'a' / 'run.json').read_text())
+    assert record['stopped'] == 'finished' and record['exit_status'] == 0
+    assert record['overrides']['MAX_EPOCH'] == 2 and record['machine']['cores'] >= 1
+    kept = sorted(p.name[:-len('.index')] for p in (npy_root / 'a' / 'backup').glob('latest-*.index'))
+    assert kept == ['latest-3', 'latest-6'] and sorted(record['checkpoints']) == kept
+    assert 0 < record['checkpoints']['latest-3'] < record['checkpoints']['latest-6'] <= record['wall_minutes']
+
+    evaluated = run_script(QUALITY, 'eval', 'a', *folders)
+    assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
+    result = json.loads((tmp_path / 'a.json').read_text())
+    assert result['test_set']['images'] == 2 and result['test_set']['HOLE_MAX'] == TINY['HOLE_MAX']
+    assert [c['checkpoint'] for c in result['checkpoints']] == kept
+    assert [c['phase'] for c in result['checkpoints']] == [1, 3]
+    for entry in result['checkpoints']:
+        assert entry['minutes'] == record['checkpoints'][entry['checkpoint']]
+        assert entry['images_seen'] == entry['step'] * TINY['BATCH_SIZE']
+        for mode in ('moving_averages', 'batch_statistics'):
+            assert all(math.isfinite(entry[mode][k]) for k in METRICS), entry
+    for method in ('mean-pixel fill', 'OpenCV Telea'):
+        assert all(math.isfinite(result['baselines'][method][k]) for k in METRICS[:4])
+
+    png = tmp_path / 'quality.png'
+    report = run_script(QUALITY, 'report', *folders, f'--png={png}')
+    assert report.returncode == 0, report.stdout + report.stderr
+    assert png.stat().st_size > 10_000
+    table = (tmp_path / 'quality.md').read_text()
+    assert table in report.stdout
+    for row in ('| a |', '| OpenCV Telea |', '| mean-pixel fill |', 'end of phase 1', 'Goal'):
+        assert row in table
+
+
+def test_budget_stops_train_py(npy_root):
+    run = run_script(QUALITY, 'run', 'b', '--minutes', '0.02', f'--root={npy_root}', *tiny(MAX_EPOCH=1000))
+    assert run.returncode == 0, run.stdout + run.stderr
+    record = json.loads((npy_root / 'b' / 'run.json').read_text())
+    assert record['stopped'] == 'budget' and record['wall_minutes'] < 1
+
+
+@pytest.fixture(scope='module')
+def quality():
+    spec = importlib.util.spec_from_file_location('quality', os.path.join(ROOT, QUALITY))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize('args, words', [
+    (['run', 'x', '--minutes', '1', '--BACKUP_DIR=elsewhere'], ['sets', 'BACKUP_DIR']),
+    (['run', 'x', '--minutes', '1', '--BATCHSIZE=4'], ['unknown setting BATCHSIZE']),
+    (['run', 'x', '--minutes', '0'], ['--minutes 0']),
+    (['run', '../x', '--minutes', '1'], ['run name']),
+    (['run', 'x', '--minutes', '1'], ['no prepared images', 'prepare']),
+    (['eval', 'x'], ['no run x', 'run x']),
+    (['report'], ['no results', 'eval']),
+])
+def test_bad_input_names_the_way_out(quality, tiny_config, tmp_path, args, words):
+    with pytest.raises((cli.UserError, config.ConfigError)) as error:
+        quality.main([*args, f'--root={tmp_path}', f'--results={tmp_path}'])
+    for word in words:
+        assert word in str(error.value)
+
+
+def test_a_name_is_used_once(quality, tiny_config, tmp_path):
+    (tmp_path / 'x').mkdir()
+    (tmp_path / 'x' / 'run.json').write_text('{}')
+    with pytest.raises(cli.UserError, match='already holds a run'):
+        quality.main(['run', 'x', '--minutes', '1', f'--root={tmp_path}'])
