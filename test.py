@@ -220,18 +220,21 @@ def run_test_set(nets, npy, max_grids, batch_stats):
         for start in range(0, count, chunk):
             truth = np.asarray(images[start:start + chunk])
             masks = all_masks[start:start + chunk]
-            rows = complete_batch(nets, names, truth, masks, pixel, batch_stats)
-            for method, output in rows.items():
+            outputs = complete_batch(nets, names, truth, masks, pixel, batch_stats)
+            for method, output in outputs.items():
+                totals = sums.setdefault(method, {})
                 for key, values in evaluate.measure(output, truth, masks).items():
-                    sums.setdefault(method, {}).setdefault(key, 0.0)
-                    sums[method][key] += float(values.sum())
-            for g in range(start // GRID_ROWS, min(math.ceil((start + len(truth)) / GRID_ROWS), max_grids)):
-                part = slice(g * GRID_ROWS - start, (g + 1) * GRID_ROWS - start)
+                    totals[key] = totals.get(key, 0.0) + float(values.sum())
+            for offset in range(0, len(truth), GRID_ROWS):
+                grid = (start + offset) // GRID_ROWS
+                if grid >= max_grids:
+                    break
+                part = slice(offset, offset + GRID_ROWS)
                 columns = ([plots.show_holes(truth[part], masks[part])]
-                           + [rows[nets.label(n)][part] for n in names]
-                           + [rows[f'{nets.label(names[-1])} + blending'][part], truth[part]])
-                plots.save_grid(os.path.join(out_dir, f'grid_{g:03d}.png'), columns, titles,
-                                [f'#{i}' for i in range(g * GRID_ROWS, g * GRID_ROWS + len(columns[0]))])
+                           + [outputs[nets.label(n)][part] for n in names]
+                           + [outputs[f'{nets.label(names[-1])} + blending'][part], truth[part]])
+                labels = [f'#{start + offset + r}' for r in range(len(truth[part]))]
+                plots.save_grid(os.path.join(out_dir, f'grid_{grid:03d}.png'), columns, titles, labels)
             bar.update(len(truth))
     means = {m: {k: v / count for k, v in values.items()} for m, values in sums.items()}
     extra = {m: v for m, v in means.items() if m.endswith('(batch statistics)')}
@@ -316,7 +319,7 @@ def complete_photo(nets, name, photo, hole, resize=None, blend=False):
         raise cli.UserError(f'image is {width}x{height} px, too large to complete at full size; '
                             f'add --resize {config.IMAGE_SIZE * 4} (short side in px)')
     # The generator is fully convolutional: pad to a multiple of 4, complete, crop back.
-    # The mask is padded the same way, so reflected hole pixels are holes too.
+    # The mask is padded the same way, so the reflected hole is a hole, not black known pixels.
     padded_h, padded_w = -(-height // SIZE_STEP) * SIZE_STEP, -(-width // SIZE_STEP) * SIZE_STEP
     image = _pad(work, padded_h, padded_w)[None]
     mask = _pad(work_hole.astype(np.float32), padded_h, padded_w)[None, ..., None]
