@@ -7,8 +7,10 @@ leaves the previous save in charge.
 """
 import datetime
 import fcntl
+import glob
 import json
 import os
+import re
 
 import tensorflow as tf
 
@@ -80,29 +82,52 @@ def check_compatible(saved):
                             f'to resume, or --fresh to start a new run')
 
 
+def _step(path):
+    match = re.fullmatch(rf'{LATEST}-(\d+)', os.path.basename(path or ''))
+    return int(match.group(1)) if match else None
+
+
+def _saves():
+    """Prefixes of the latest-<step> saves in BACKUP_DIR, newest first."""
+    prefixes = [index[:-len('.index')] for index in glob.glob(glob.escape(_path(LATEST)) + '-*.index')]
+    return sorted((p for p in prefixes if _step(p) is not None), key=_step, reverse=True)
+
+
+def _way_out(than=None):
+    """What to run instead: the newest save older than checkpoint `than` (by step), or --fresh."""
+    older = [p for p in _saves() if p != than and (_step(than) is None or _step(p) < _step(than))]
+    if than != _path(PRETRAINED) and os.path.exists(_path(f'{PRETRAINED}.index')):
+        older.append(_path(PRETRAINED))
+    fresh = 'start over with --fresh (which moves the old files aside)'
+    return f'resume from an older save with --resume {older[0]} or {fresh}' if older else fresh
+
+
 def find(name=LATEST):
     """Path prefix of the newest `latest` checkpoint or of `pretrained`, or None if never saved.
 
-    Raises UserError when the `checkpoint` file names a checkpoint whose files are gone.
+    Raises UserError when saves exist but the `checkpoint` file does not say which is the
+    newest (missing, damaged, or naming files that are gone): starting over there would
+    overwrite them.
     """
     if name == PRETRAINED:
         path = _path(PRETRAINED)
         return path if os.path.exists(f'{path}.index') else None
-    if not os.path.exists(_path('checkpoint')):
+    index = _path('checkpoint')
+    if not os.path.exists(index):
+        if _saves():
+            raise UserError(f'{index} is missing, so the newest of the saves in {config.BACKUP_DIR}/ is '
+                            f'unknown; nothing was changed: {_way_out()}')
         return None
     try:
-        state = tf1.train.get_checkpoint_state(config.BACKUP_DIR)
-    except (tf.errors.OpError, ValueError) as error:
-        raise UserError(f'{_path("checkpoint")} is unreadable ({error}); start over with --fresh '
-                        f'or resume from a file with --resume {config.BACKUP_DIR}/latest-STEP')
+        state = tf1.train.get_checkpoint_state(config.BACKUP_DIR)  # None if it does not parse
+    except (tf.errors.OpError, ValueError):
+        state = None
     if state is None or not state.model_checkpoint_path:
-        return None
+        raise UserError(f'{index} is damaged (it names no checkpoint); nothing was changed: {_way_out()}')
     path = state.model_checkpoint_path  # already joined to BACKUP_DIR (relative paths saved)
     if not os.path.exists(f'{path}.index'):
-        older = [p for p in state.all_model_checkpoint_paths if os.path.exists(f'{p}.index')]
-        hint = f'--resume {older[-1]}' if older else '--fresh'
-        raise UserError(f'{_path("checkpoint")} points at {path}, whose files are missing; '
-                        f'resume from an older save with {hint}')
+        raise UserError(f'{index} points at {path}, whose files are missing; nothing was changed: '
+                        f'{_way_out(path)}')
     return path
 
 
