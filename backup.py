@@ -82,6 +82,14 @@ def check_compatible(saved):
                             f'to resume, or --fresh to start a new run')
 
 
+def _reason(error):
+    """The line of a TensorFlow error that says what went wrong (not 'Graph execution error:')."""
+    noise = ('Graph execution error', 'Detected at node', 'File "', 'Node:', '[[', 'Original stack trace')
+    lines = [line.strip() for line in str(error).splitlines()]
+    useful = [line for line in lines if line and not line.startswith(noise)]
+    return (useful[0] if useful else type(error).__name__)[:200]
+
+
 def _step(path):
     match = re.fullmatch(rf'{LATEST}-(\d+)', os.path.basename(path or ''))
     return int(match.group(1)) if match else None
@@ -138,13 +146,23 @@ def restore(sess, saver, path):
     try:
         saver.restore(sess, path)
     except (tf.errors.OpError, ValueError) as error:
-        others = sorted(p[:-len('.index')] for p in os.listdir(os.path.dirname(path) or '.')
-                        if p.endswith('.index') and p[:-len('.index')] != os.path.basename(path))
-        hint = (f'--resume {os.path.join(os.path.dirname(path), others[-1])} (an older save) or '
-                if others else '')
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f'checkpoint {path} is damaged or does not match this graph ({first[:160]}); '
-                        f'try {hint}--fresh (which keeps the old files)')
+        damaged = _damaged_file(path, error)
+        what = f'{damaged} is damaged' if damaged else f'checkpoint {path} does not match this graph'
+        raise UserError(f'{what} ({_reason(error)}); nothing was changed: {_way_out(path)}')
+
+
+def _damaged_file(path, error):
+    """Which file of checkpoint `path` is unreadable, or None if both read (the graph differs)."""
+    try:
+        tf1.train.NewCheckpointReader(path)
+    except (tf.errors.OpError, ValueError):
+        return f'{path}.index'
+    data_files = sorted(glob.glob(glob.escape(path) + '.data-*'))
+    if not data_files:
+        return f'{path}.data-00000-of-00001'
+    if isinstance(error, (tf.errors.DataLossError, tf.errors.OutOfRangeError)):
+        return ', '.join(data_files)
+    return None
 
 
 def save(sess, saver, name, step=None):
