@@ -171,6 +171,7 @@ def save(sess, saver, name, step=None):
         return saver.save(sess, _path(name), global_step=step, write_meta_graph=False,
                           write_state=name == LATEST)
     except (tf.errors.OpError, OSError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f'could not save to {config.BACKUP_DIR}/ ({first[:160]}); the previous '
+        for partial in glob.glob(glob.escape(_path(name)) + '*.tempstate*'):
+            os.remove(partial)  # the half-written file would only hold on to the space a rerun needs
+        raise UserError(f'could not save to {config.BACKUP_DIR}/ ({_reason(error)}); the previous '
                         f'checkpoint is unchanged: free disk space or fix permissions, then rerun')
