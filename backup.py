@@ -139,6 +139,25 @@ def find(name=LATEST):
     return path
 
 
+def adopt(saver):
+    """Hand a new Saver the saves the earlier runs kept, so it goes on deleting the oldest
+    (else every resume would leave KEEP_CHECKPOINTS + 1 more on the disk)."""
+    state = tf1.train.get_checkpoint_state(config.BACKUP_DIR)
+    if state is not None:
+        saver.recover_last_checkpoints(list(state.all_model_checkpoint_paths))
+
+
+def remove_partial():
+    """Delete the half-written files of saves a crash cut short; call with the lock held.
+
+    TensorFlow writes each file as NAME.tempstateNNNN and renames it only when complete.
+    """
+    partial = glob.glob(os.path.join(glob.escape(config.BACKUP_DIR), '*.tempstate*'))
+    for path in partial:
+        os.remove(path)
+    return partial
+
+
 def restore(sess, saver, path):
     """Load a checkpoint, turning a damaged one into a one-line error with the way out."""
     if not os.path.exists(f'{path}.index'):

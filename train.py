@@ -199,6 +199,9 @@ def main(argv):
                             f'BATCH_SIZE={config.BATCH_SIZE}; lower BATCH_SIZE or prepare more images')
     os.makedirs(config.OUTPUT_DIR, exist_ok=True)
     lock = backup.lock()  # noqa: F841  held until the process ends
+    partial = backup.remove_partial()
+    if partial:
+        print(f'removed {len(partial)} half-written file(s) of a save that a crash cut short')
     if args.fresh:
         moved = backup.move_aside()
         if moved:
@@ -212,6 +215,7 @@ def main(argv):
     tf1.set_random_seed(config.SEED)
     model = network.Model()
     saver = tf1.train.Saver(max_to_keep=config.KEEP_CHECKPOINTS + 1, save_relative_paths=True)
+    backup.adopt(saver)
     sess = network.make_session()
     print(f'device: {network.device_name()}')
     if checkpoint:
