@@ -82,6 +82,14 @@ class Diverged(cli.UserError):
     pass
 
 
+def diverged(what):
+    """The error for a NaN/Inf: nothing of it was saved, so the newest save is still good."""
+    last = tf1.train.latest_checkpoint(config.BACKUP_DIR)
+    kept = f'{last} stays the last good save' if last else 'nothing was saved'
+    return Diverged(f'{what}; stopped without saving, so {kept}: lower LEARNING_RATE '
+                    f'(now {config.LEARNING_RATE:g}) and rerun')
+
+
 def recalibration_feeds(model, images):
     """Fixed training batches with holes for re-estimating batch-norm statistics."""
     rng = np.random.RandomState([config.SEED, 1])
@@ -108,9 +116,7 @@ def run_epoch(sess, model, images, phase, epoch, first_step, interrupt, log, sav
                              model.feed(batch, masks, corners))
         for name, value in losses.items():
             if not np.isfinite(value):
-                raise Diverged(f'{name} became {value} at epoch {epoch + 1} batch {i + 1} (phase '
-                               f'{phase}); stopped without saving, so {config.BACKUP_DIR}/ keeps the '
-                               f'last good save: lower LEARNING_RATE and rerun')
+                raise diverged(f'{name} became {value} at epoch {epoch + 1} batch {i + 1} (phase {phase})')
             totals[name] = totals.get(name, 0.0) + float(value)
             window[name] = window.get(name, 0.0) + float(value)
         if (i + 1) % config.LOG_EVERY == 0 or i + 1 == steps:
@@ -130,8 +136,8 @@ def run_epoch(sess, model, images, phase, epoch, first_step, interrupt, log, sav
     return {k: v / done for k, v in totals.items()}
 
 
-def train(sess, model, saver, train_images, test_images, interrupt):
-    """The three phases; returns the exit status."""
+def train(sess, model, saver, finite, train_images, test_images, interrupt):
+    """The three phases; returns the exit status. `finite`: op, True if no variable holds NaN/Inf."""
     phase, epoch, _, _ = model.state(sess)
     log = LossLog(epoch)
     count = min(config.SAMPLE_COUNT, len(test_images))
@@ -141,7 +147,11 @@ def train(sess, model, saver, train_images, test_images, interrupt):
     def save(name=backup.LATEST):
         if config.BN_RECALIBRATE_BATCHES:
             model.recalibrate(sess, recalibration_feeds(model, train_images))
-        step = model.state(sess)[3] if name == backup.LATEST else None
+        now_phase, now_epoch, _, step = model.state(sess)
+        if not sess.run(finite):  # a step can blow up the weights before any loss shows it
+            raise diverged(f'the weights became NaN or Inf by step {step} (phase {now_phase}, '
+                           f'epoch {now_epoch + 1})')
+        step = step if name == backup.LATEST else None
         return backup.save(sess, saver, name, step)
 
     def set_phase(value):
@@ -216,6 +226,8 @@ def main(argv):
     model = network.Model()
     saver = tf1.train.Saver(max_to_keep=config.KEEP_CHECKPOINTS + 1, save_relative_paths=True)
     backup.adopt(saver)
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in tf1.global_variables()
+                            if v.dtype.base_dtype.is_floating])
     sess = network.make_session()
     print(f'device: {network.device_name()}')
     if checkpoint:
@@ -232,7 +244,7 @@ def main(argv):
           f'{config.PRETRAIN_EPOCH + config.D_EPOCH}, 3 until d_loss < {config.STOP_LOSS} '
           f'or epoch {config.MAX_EPOCH}')
     try:
-        return train(sess, model, saver, train_images, test_images, interrupt)
+        return train(sess, model, saver, finite, train_images, test_images, interrupt)
     except tf.errors.ResourceExhaustedError:
         raise cli.UserError(f'out of memory at BATCH_SIZE={config.BATCH_SIZE}: run python train.py '
                             f'--BATCH_SIZE={max(1, config.BATCH_SIZE // 2)} (or lower it in config.py); '
