@@ -128,7 +128,7 @@ def run_epoch(sess, model, images, phase, epoch, first_step, interrupt, log, sav
             window, tick = {}, time.time()
         if interrupt.signal:
             break
-        if time.time() - last_save > config.SAVE_MINUTES * 60:
+        if i + 1 < steps and time.time() - last_save > config.SAVE_MINUTES * 60:  # the epoch end saves anyway
             save()
             last_save = time.time()
     bar.close()
@@ -181,13 +181,15 @@ def train(sess, model, saver, finite, train_images, test_images, interrupt):
         finished = phase == 3 and means.get('d_loss', np.inf) < config.STOP_LOSS
         if finished:
             set_phase(DONE)
+        # The row goes first: a crash before the save drops it on resume (LossLog keeps rows
+        # up to the restored epoch), a crash after the save can no longer lose it.
+        log.epoch({'epoch': epoch + 1, 'phase': phase, 'step': model.state(sess)[3],
+                   'seconds': round(time.time() - start, 1), **means})
         path = save()
         completed = np.asarray(model.complete(sess, samples, sample_masks))
         plots.save_grid(os.path.join(config.OUTPUT_DIR, f'epoch_{epoch + 1:04d}.png'),
                         [plots.show_holes(samples, sample_masks), completed, samples],
                         ['input', f'completion (epoch {epoch + 1})', 'ground truth'])
-        log.epoch({'epoch': epoch + 1, 'phase': phase, 'step': model.state(sess)[3],
-                   'seconds': round(time.time() - start, 1), **means})
         print(f'epoch {epoch + 1} phase {phase}: ' + ' '.join(f'{k} {v:.5g}' for k, v in means.items())
               + f' ({time.time() - start:.0f} s) saved {path}')
         if finished:
