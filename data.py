@@ -56,7 +56,7 @@ def load_images(path):
                         f'python to_npy.py (or python to_npy.py --demo for synthetic faces)')
     try:
         images = np.load(path, mmap_mode='r', allow_pickle=False)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, EOFError) as error:
         raise UserError(f'{path} is not a readable .npy file ({error}); run python to_npy.py again')
     size = config.IMAGE_SIZE
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
