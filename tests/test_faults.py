@@ -10,6 +10,8 @@ TensorFlow and backup.py only ever replace files (write + rename), never edit th
 
 Run with -s to see what each kill hit and what it lost.
 """
+import csv
+import filecmp
 import hashlib
 import json
 import os
@@ -236,7 +238,7 @@ def test_kill_9_at_any_moment_resumes_from_last_save(npy_dir, tmp_path):
         try:
             view = {'start': pointer(backup), 'pointer': pointer(backup),
                     'before': set(os.listdir(backup)) if backup.exists() else set()}
-            last_seen, seen_at = view['pointer'], time.monotonic()
+            last_seen, seen_at = view['pointer'], None  # seen_at: when this run's last save appeared
             deadline = time.monotonic() + 120
             while True:
                 if proc.proc.poll() is not None:
@@ -291,7 +293,8 @@ def test_kill_9_at_any_moment_resumes_from_last_save(npy_dir, tmp_path):
                       f'progress bar at phase {bar[0] if bar else "-"} step ~{reached}; resumes from '
                       f'{now} (phase {state["phase"]}, epoch {state["epoch"] + 1}, batch '
                       f'{state["epoch_step"]}); lost ~{max(0, reached - state["step"])} steps, '
-                      f'{killed_at - seen_at:.1f} s since that save')
+                      + (f'{killed_at - seen_at:.1f} s after that save' if seen_at and now == last_seen
+                         else 'no save completed in this run'))
         previous = (now, state, digests)
     print('\n' + '\n'.join(report))
     assert any(left_partial), 'no kill landed inside a checkpoint write; the test lost its aim'
@@ -329,7 +332,6 @@ def test_kill_9_at_any_moment_resumes_from_last_save(npy_dir, tmp_path):
 
 
 def csv_rows(path):
-    import csv
     with open(path, newline='') as f:
         yield from csv.DictReader(f)
 
@@ -536,12 +538,7 @@ def test_full_disk_while_saving_keeps_the_good_checkpoint(trained, npy_dir, tmp_
     assert pointer(after) == 'latest-14'
     assert sorted(os.listdir(after)) == sorted({*os.listdir(good), 'train.lock'}), os.listdir(after)
     for path in good.glob('latest-14.*'):
-        assert filecmp_equal(path, after / path.name), f'{path.name} changed'
-
-
-def filecmp_equal(a, b):
-    import filecmp
-    return filecmp.cmp(a, b, shallow=False)
+        assert filecmp.cmp(path, after / path.name, shallow=False), f'{path.name} changed'
 
 
 # --- 7. to_npy.py ----------------------------------------------------------------------
@@ -638,7 +635,8 @@ def write_image(path, image, **kw):
 
 
 def face(i, size=64):
-    sys.path.insert(0, str(REPO))
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
     import synthetic
     return synthetic.face(size, [7, i])[:, :, ::-1].copy()  # BGR for cv2
 
@@ -839,7 +837,8 @@ def test_train_py_bad_inputs_one_line_errors(npy_dir, tmp_path):
     cases = [(' '.join(bad), [*TRAIN, *dirs(npy_dir, backup, output), *bad], words)
              for bad, words in CONFIG_CASES]
     for case, npy in bad_npy_dirs(tmp_path, npy_dir).items():
-        cases.append((f'x_train.npy {case}', [*TRAIN, *dirs(npy, backup, output)], [str(npy / 'x_train.npy')]))
+        cases.append((f'x_train.npy {case}', [*TRAIN, *dirs(npy, backup, output)],
+                      [str(npy / 'x_train.npy')]))
     # Only x_test.npy bad: the message names that one.
     npy = tmp_path / 'npy_test_bad'
     npy.mkdir()
