@@ -170,6 +170,8 @@ def time_by_op(run_metadata):
     """Microseconds per op type (as executed, e.g. oneDNN's _MklNative* kernels) in a traced step."""
     totals = collections.Counter()
     for device in run_metadata.step_stats.dev_stats:
+        if 'stream' in device.device:  # a GPU's kernels again, under CUDA names
+            continue
         for node in device.node_stats:
             label = node.timeline_label
             kind = label.split(' = ', 1)[1].split('(', 1)[0] if ' = ' in label else node.node_name
@@ -344,7 +346,7 @@ def training_images(ctx, count):
 
 
 class TimedSession:
-    """Passes run() on to a session and adds up the time spent inside it; notes when each training step ends."""
+    """Passes run() on to a session, adds up the time spent inside it and notes when each step ends."""
 
     def __init__(self, sess, step_ops):
         self.sess, self.step_ops = sess, list(step_ops)
@@ -363,7 +365,8 @@ class TimedSession:
 def epoch_speed(args, ctx, model, sess, phase):
     """Run train.run_epoch, the loop of train.py, and time it.
 
-    Returns (median seconds per step, share of the measured epoch outside session.run).
+    Returns (median seconds per step, share of the measured epoch outside
+    session.run, share of the cores' time this process was busy).
     """
     batch = config.BATCH_SIZE
     images = training_images(ctx, max(args.steps, args.warmup) * batch)
@@ -375,17 +378,17 @@ def epoch_speed(args, ctx, model, sess, phase):
             train.run_epoch(sess, model, images[:args.warmup * batch], phase, 0, 0, interrupt, log,
                             lambda: None)
             timed = TimedSession(sess, model.train_ops.values())
-            start = time.perf_counter()
+            cpu, start = time.process_time(), time.perf_counter()
             train.run_epoch(timed, model, images[:args.steps * batch], phase, 1, 0, interrupt, log,
                             lambda: None)
-            end = time.perf_counter()
+            cpu, end = time.process_time() - cpu, time.perf_counter()
         log.writer.close()
     step = float(np.median(np.diff([start] + timed.step_ends)))
-    return step, 1.0 - timed.inside / (end - start)
+    return step, 1.0 - timed.inside / (end - start), cpu / (end - start) / os.cpu_count()
 
 
 def speed(args, ctx, phase, adversarial=None):
-    """(seconds per step, share outside session.run) of a phase, measured once per setting."""
+    """What epoch_speed returns for a phase, measured once per setting."""
     adversarial = config.ADVERSARIAL_G if adversarial is None else adversarial
     key = (phase, adversarial)
     if key not in ctx['speed']:
@@ -412,15 +415,20 @@ def training(args, ctx):
     need(args, ctx, 'ceiling')
     need(args, ctx, 'flops')
     batch, rows = config.BATCH_SIZE, []
+    steps = int(round(config.NUM_IMAGES * config.TRAIN_RATIO)) // batch  # as to_npy.py splits
     for phase, name in ((1, 'completion'), (2, 'discriminator'), (3, 'joint')):
-        seconds, outside = speed(args, ctx, phase)
+        seconds, outside, busy = speed(args, ctx, phase)
         ips = batch / seconds
         mfu = 100 * ctx['step_flops'][phase] * ips / ctx['ceiling']
         rows += [Row(3, f'train.ips.{phase}', f'phase {phase} ({name}) training step', ips, 'images/s',
                      f'{seconds:.3f} s per step of {batch}; train.run_epoch'),
+                 Row(3, f'train.epoch.{phase}', f'phase {phase} epoch of NUM_IMAGES={config.NUM_IMAGES}',
+                     steps * seconds / 60, 'min', f'{steps} steps; the save and samples after it not included'),
                  Row(3, f'train.mfu.{phase}', f'phase {phase} model-FLOPs utilisation', mfu, '%',
                      f'{ctx["step_flops"][phase] / 1e9:.1f} GFLOP/image x {ips:.2f} images/s / '
                      f'{ctx["ceiling"] / 1e9:.0f} GFLOP/s'),
+                 Row(3, f'train.busy.{phase}', f'phase {phase}: CPU cores busy during the steps', 100 * busy,
+                     '%', f'process CPU time / (wall time x {os.cpu_count()} cores); low means idle cores'),
                  Row(5, f'outside.{phase}', f'phase {phase}: time outside session.run', 100 * outside, '%',
                      f'batch gather + flip, holes, loss checks, tqdm, log every LOG_EVERY={config.LOG_EVERY} '
                      f'(here once per {args.steps} steps)')]
@@ -491,10 +499,10 @@ def tf1_way(args, ctx):
     theirs = two_run_seconds(args, ctx)
     return [Row(4, 'tf1.theirs', 'joint step, common TF1 way (2 runs, numpy crops)', batch / theirs,
                 'images/s', f'{theirs:.3f} s per step; G learns from the mse only'),
-            Row(4, 'tf1.ours', 'joint step, ours, ADVERSARIAL_G=False (same maths)', batch / ours, 'images/s',
-                f'{ours:.3f} s per step; one session.run'),
-            Row(4, 'tf1.ours_adv', 'joint step, ours, ADVERSARIAL_G=True (paper)', batch / ours_adv, 'images/s',
-                f'{ours_adv:.3f} s per step; G also gets the adversarial gradient'),
+            Row(4, 'tf1.ours', 'joint step, ours, ADVERSARIAL_G=False (same maths)', batch / ours,
+                'images/s', f'{ours:.3f} s per step; one session.run'),
+            Row(4, 'tf1.ours_adv', 'joint step, ours, ADVERSARIAL_G=True (paper)', batch / ours_adv,
+                'images/s', f'{ours_adv:.3f} s per step; G also gets the adversarial gradient'),
             Row(4, 'tf1.ratio', 'speed ours / TF1 way, same maths', theirs / ours, 'x'),
             Row(4, 'tf1.ratio_adv', 'speed ours with adversarial term / TF1 way', theirs / ours_adv, 'x')]
 
@@ -566,13 +574,13 @@ def children(args, ctx):
 def memory(args, ctx):
     runs = children(args, ctx)
     batch, small = config.BATCH_SIZE, runs['small_batch']
+    how = (f'VmHWM of a fresh process: Model built, {args.warmup} warm-up step(s)'
+           + (' (--quick: phases in one process, peak so far)' if args.quick else ''))
     rows = [Row(7, f'memory.rss.{phase}', f'peak RSS of a process training phase {phase}, batch {batch}',
-                runs[phase]['rss'] / GiB, 'GiB', f'VmHWM of a fresh process: Model built, {args.warmup} warm-up step(s)'
-                + (' (--quick: phases in one process, peak so far)' if args.quick else ''))
-            for phase in (1, 2, 3)]
-    rows += [Row(7, f'memory.alloc.{phase}', f'TensorFlow allocator peak in one phase-{phase} step', runs[phase]['alloc']
-                 / GiB, 'GiB', 'RunMetadata allocation records replayed; variables not included')
-             for phase in (1, 2, 3)]
+                runs[phase]['rss'] / GiB, 'GiB', how) for phase in (1, 2, 3)]
+    rows += [Row(7, f'memory.alloc.{phase}', f'TensorFlow allocator peak in one phase-{phase} step',
+                 runs[phase]['alloc'] / GiB, 'GiB', 'RunMetadata allocation records replayed; variables '
+                 'not included') for phase in (1, 2, 3)]
     variables = runs[3]['variables']
     peak = max(runs[phase]['alloc'] for phase in (1, 2, 3))
     gpu = variables + peak + GPU_RESERVE
@@ -696,7 +704,8 @@ def startup(args, ctx):
         last = (seen.decode(errors='replace').strip().splitlines() or ['no output'])[-1]
         return [Row(10, 'startup.seconds', label, None, 's', f'failed: {last[:200]}')]
     return [Row(10, 'startup.seconds', label, seconds, 's',
-                f'{demo} synthetic faces (to_npy.py --demo, not timed); imports, graph, init, mean pixel, step 1')]
+                f'{demo} synthetic faces (to_npy.py --demo, not timed); imports, graph, init, mean pixel, '
+                f'step 1')]
 
 
 RUNNERS = {'ceiling': ceiling, 'flops': flops, 'train': training, 'tf1': tf1_way, 'infer': inference,
@@ -727,7 +736,8 @@ def table(rows):
              '|---|---|---:|---|---|---|---|']
     for r in rows:
         met = '' if r.met is None else ('yes' if r.met else '**no**')
-        lines.append(f'| {r.item} | {r.label} | {number(r.value)} | {r.unit} | {r.target} | {met} | {r.note} |')
+        lines.append(f'| {r.item} | {r.label} | {number(r.value)} | {r.unit} | {r.target} | {met} '
+                     f'| {r.note} |')
     return '\n'.join(lines)
 
 
@@ -770,7 +780,7 @@ def parse_args(argv):
     parser.add_argument('--faces', default=os.path.join(HERE, '..', 'shared', 'faces'),
                         help='photos for the to_npy.py section (default ../shared/faces)')
     parser.add_argument('--top', type=int, default=5, help='op types per phase in the profile section')
-    parser.add_argument('--trace', default=None, help='write a Chrome trace (chrome://tracing) per phase here')
+    parser.add_argument('--trace', default=None, help='write a Chrome trace of one step per phase here')
     parser.add_argument('--out', default=None, help='also write the table with the machine details here')
     parser.add_argument('--child-phases', type=lambda text: [int(p) for p in text.split(',')],
                         help=argparse.SUPPRESS)  # run as a child process of section 7

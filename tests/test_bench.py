@@ -13,8 +13,8 @@ import bench  # noqa: E402
 import config  # noqa: E402
 import synthetic  # noqa: E402
 
-PER_PHASE = ['flops.step.{}', 'train.ips.{}', 'train.mfu.{}', 'outside.{}', 'memory.rss.{}',
-             'memory.alloc.{}', 'profile.{}.1']
+PER_PHASE = ['flops.step.{}', 'train.ips.{}', 'train.epoch.{}', 'train.mfu.{}', 'train.busy.{}',
+             'outside.{}', 'memory.rss.{}', 'memory.alloc.{}', 'profile.{}.1']
 SINGLE = ['ceiling.matmul', 'ceiling.conv', 'flops.g', 'flops.d',
           'tf1.theirs', 'tf1.ours', 'tf1.ours_adv', 'tf1.ratio', 'tf1.ratio_adv',
           'infer.one.ms', 'infer.one.ips', 'infer.batch.ms', 'infer.batch.ips',
