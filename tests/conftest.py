@@ -7,7 +7,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+import cli  # noqa: E402,F401  quiet TensorFlow logs as the scripts do
 
 import config  # noqa: E402
 
