@@ -1,6 +1,6 @@
 """Measure glcic's speed and memory on this machine and print one markdown table.
 
-    python bench.py                         # all sections, 128x128, batch 16 (~12 min on 2 CPU cores)
+    python bench.py                         # all sections, 128x128, batch 16 (~10 min on 2 quiet CPU cores)
     python bench.py --out run.md            # also write the table with the machine's details
     python bench.py --only train,tf1        # some sections (names below)
     python bench.py --steps 9               # median of 9 timed steps instead of 5
@@ -746,24 +746,44 @@ def machine():
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
         with open('/proc/cpuinfo') as f:
-            names = [line.split(':', 1)[1].strip() for line in f if line.startswith('model name')]
-        cpu = names[0] if names else cpu
+            fields = dict(line.split(':', 1) for line in f.read().split('\n\n')[0].splitlines() if ':' in line)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        vector = 'AVX-512' if 'avx512f' in fields.get('flags', '').split() else 'no AVX-512'
+        cpu = (f'{fields.get("model name", cpu)} (family {fields.get("cpu family", "?")}, '
+               f'model {fields.get("model", "?")}, {vector})')
     return {'cpu': cpu, 'cores': os.cpu_count(), 'device': network.device_name(),
             'tensorflow': tf.__version__, 'python': platform.python_version(),
             'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
             'load': os.getloadavg()[0]}
 
 
-def report(rows, argv, info, seconds, quick):
-    busy = info['load'] > 0.5
+def cpu_seconds():
+    """(CPU seconds all processes have used, CPU seconds this process and its children have used)."""
+    own = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+              for f in ('ru_utime', 'ru_stime'))
+    try:
+        with open('/proc/stat') as f:
+            user, nice, system, _idle, _iowait, irq, softirq = map(int, f.readline().split()[1:8])
+    except (OSError, ValueError):
+        return None, own
+    return (user + nice + system + irq + softirq) / os.sysconf('SC_CLK_TCK'), own
+
+
+def report(rows, argv, info, seconds, others, quick):
+    """The markdown the run prints: how, where and when it ran, then the table.
+
+    others: share of the cores other processes used during the run (None if unknown).
+    """
+    busy = info['load'] > 0.5 if others is None else others > 0.05  # the load lags behind
     head = [f'Command: `{" ".join(["python bench.py", *argv])}`',
             f'Machine: {info["cpu"]}, {info["cores"]} cores; device {info["device"]}',
             f'TensorFlow {info["tensorflow"]}, Python {info["python"]}; {info["date"]}; '
             f'run took {seconds / 60:.1f} min',
             f'Sizes: {config.IMAGE_SIZE}x{config.IMAGE_SIZE}, local {config.LOCAL_SIZE}, '
             f'BATCH_SIZE={config.BATCH_SIZE}; medians of the timed steps after warm-up',
-            f'Load average at start: {info["load"]:.2f}'
-            + (' (busy machine: timings are distorted, preliminary)' if busy else ' (quiet machine)')]
+            f'Load average at start {info["load"]:.2f}; other processes used '
+            + ('an unknown share' if others is None else f'{100 * others:.0f} %') + ' of the cores during the run'
+            + (': BUSY MACHINE, timings are distorted (preliminary)' if busy else ': quiet machine')]
     if quick:
         head.append('QUICK MODE: tiny sizes and 2 steps; the numbers only show that every row works')
     return '\n'.join(f'- {line}' for line in head) + '\n\n' + table(rows) + '\n'
@@ -825,9 +845,12 @@ def main(argv):
     args = parse_args(argv)
     if args.child_phases:
         return child(args)
-    info, start = machine(), time.perf_counter()
+    info, start, (cpu_all, cpu_own) = machine(), time.perf_counter(), cpu_seconds()
     rows = measure(args)
-    text = report(rows, argv, info, time.perf_counter() - start, args.quick)
+    seconds, (cpu_all_end, cpu_own_end) = time.perf_counter() - start, cpu_seconds()
+    others = (None if cpu_all is None else
+              max(0.0, (cpu_all_end - cpu_all) - (cpu_own_end - cpu_own)) / (seconds * os.cpu_count()))
+    text = report(rows, argv, info, seconds, others, args.quick)
     print(text)
     if args.out:
         with open(args.out, 'w') as f:
