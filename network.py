@@ -132,7 +132,7 @@ class Model:
             self.epoch_step = self._counter('epoch_step', tf.int64)
             self.phase = tf1.get_variable('phase', [], tf.int32, trainable=False,
                                           initializer=tf1.constant_initializer(1))
-        x = tf.cast(self.images, tf.float32) / 127.5 - 1.0
+        x = tf.cast(self.images, tf.float32) / 127.5 - 1.0  # data.to_float, inside the graph
 
         # Inference: moving-average statistics, any image size divisible by 4.
         raw = generator(generator_input(x, self.masks, self.mean_pixel), training=False)

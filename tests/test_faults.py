@@ -353,16 +353,21 @@ def check_saved_on_signal(proc, backup, seconds, status):
     print(f'\nexit {status} {seconds:.1f} s after the signal, saved {name} ({state})')
 
 
+def signal_and_wait(proc, signum):
+    """Send `signum` to the run and return the seconds it took to exit."""
+    proc.proc.send_signal(signum)
+    start = time.monotonic()
+    proc.wait(60)
+    return time.monotonic() - start
+
+
 def test_ctrl_c_saves_and_exits_130_within_seconds(trained, npy_dir, tmp_path):
     backup = clone_backup(trained, tmp_path / 'backup')
     proc = Proc(['train.py', *TRAIN, *dirs(npy_dir, backup, tmp_path / 'output'),
                  '--PRETRAIN_EPOCH=1', '--D_EPOCH=1', '--MAX_EPOCH=30'], tmp_path, 'sigint')
     try:
         wait_for(trained_steps(proc, 2 * STEPS), proc, 120, 'a training step')
-        proc.proc.send_signal(signal.SIGINT)
-        start = time.monotonic()
-        proc.wait(60)
-        seconds = time.monotonic() - start
+        seconds = signal_and_wait(proc, signal.SIGINT)
     finally:
         proc.stop()
     check_saved_on_signal(proc, backup, seconds, 130)
@@ -449,10 +454,7 @@ def test_second_trainer_refused_then_sigterm_saves(trained, npy_dir, tmp_path):
         assert f'pid {first.pid}' in line and str(backup) in line, line
         assert first.proc.poll() is None, 'the first run stopped'
         assert not list(backup.glob('previous-*')), 'the second run moved files aside'
-        first.proc.send_signal(signal.SIGTERM)
-        start = time.monotonic()
-        first.wait(60)
-        seconds = time.monotonic() - start
+        seconds = signal_and_wait(first, signal.SIGTERM)
     finally:
         first.stop()
     check_saved_on_signal(first, backup, seconds, 0)
