@@ -37,6 +37,13 @@ KEEP_CHECKPOINTS = 3  # older backup/latest checkpoints kept besides the newest
 LOG_EVERY = 10  # steps between TensorBoard points and progress-bar updates
 SAMPLE_COUNT = 8  # fixed test images in each output/epoch_NNNN.png
 
+# --- presets ---
+PRESET = ''  # '': the values above (the paper's schedule, for a GPU); 'cpu': PRESETS['cpu'] (QUALITY.md)
+PRESETS = {
+    # 2 hours on a 2-core CPU: more, smaller steps, and a short phase 1 and 2 so phase 3 is reached.
+    'cpu': dict(BATCH_SIZE=8, PRETRAIN_EPOCH=3, D_EPOCH=1),
+}
+
 # --- paths ---
 IMAGE_DIR = 'data/images'  # to_npy.py reads photos from here (recursively)
 NPY_DIR = 'data/npy'  # x_train.npy, x_test.npy and meta.json
@@ -49,7 +56,8 @@ ARCHITECTURE_KEYS = ('IMAGE_SIZE', 'LOCAL_SIZE', 'MASK_CHANNEL')
 
 def keys():
     """Names of all settings, in file order."""
-    return [k for k in globals() if k.isupper() and k != 'ARCHITECTURE_KEYS']
+    return [k for k in globals()
+            if k.isupper() and not k.startswith('_') and k not in ('ARCHITECTURE_KEYS', 'PRESETS')]
 
 
 def as_dict():
@@ -80,8 +88,19 @@ def set_values(values):
     unknown = sorted(set(values) - set(keys()))
     if unknown:
         raise ConfigError(f'unknown setting {unknown[0]}; valid keys: {", ".join(keys())}')
-    globals().update(values)
+    if 'PRESET' in values:
+        globals().update(preset_values(values['PRESET']))
+    globals().update(values)  # keys given next to PRESET win over it
     validate()
+
+
+def preset_values(name):
+    """The values PRESET=name sets: its own, and the file's values of every other preset's keys."""
+    if name != '' and name not in PRESETS:
+        raise ConfigError(f'PRESET={name!r}: valid presets are \'\' (the values in config.py), '
+                          f'{", ".join(repr(p) for p in PRESETS)}')
+    undo = {key: _FILE_VALUES[key] for preset in PRESETS.values() for key in preset}
+    return {**undo, **PRESETS.get(name, {})}
 
 
 def parse_overrides(argv):
@@ -124,3 +143,6 @@ def validate():
     need(LOG_EVERY >= 1, 'LOG_EVERY', 'must be >= 1')
     need(SAMPLE_COUNT >= 1, 'SAMPLE_COUNT', 'must be >= 1')
 
+
+_FILE_VALUES = as_dict()  # as written above, before a PRESET set in this file applies
+globals().update(preset_values(PRESET))

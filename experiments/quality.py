@@ -3,6 +3,7 @@ budget, measure every checkpoint on the held-out test split, draw the curves.
 
     python experiments/quality.py prepare --src ../shared/faces --NUM_IMAGES=5000
     python experiments/quality.py run paper-b16 --minutes 120 [--KEY=value ...]
+    python experiments/quality.py run adv-b16 --from paper-b16:latest-900 --minutes 60 --PRETRAIN_EPOCH=3
     python experiments/quality.py eval paper-b16 [NAME ...] [--prune]
     python experiments/quality.py report [NAME ...]
 
@@ -13,6 +14,9 @@ run      trains one setting with train.py into RUNS/NAME/{backup,output}/ for --
          lands every --every minutes (SAVE_MINUTES) and at each epoch's end, and all are kept.
          RUNS/NAME/run.json holds the start time, the settings, the machine and each
          checkpoint's minute; RUNS/NAME/train.log the output of train.py.
+         --from RUN[:CHECKPOINT] starts from a checkpoint of an earlier run (default its newest)
+         instead of from scratch, e.g. to change the phases part way: the minutes go on from
+         that checkpoint's minute, and eval draws the earlier run's curve up to it.
 eval     restores every checkpoint of each run into the graph of its backup/config.json and
          measures the completion of NPY_DIR/x_test.npy with test.py's holes and evaluate.py's
          metrics, with moving-average and with batch statistics, next to mean-pixel fill and
@@ -32,6 +36,7 @@ import os
 import platform
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -122,7 +127,26 @@ def log_lines(path):
         return [line.strip() for line in re.split(r'[\r\n]', f.read()) if line.strip()]
 
 
-def run(name, minutes, every, root, argv):
+def branch(source, root, backup_dir):
+    """Copy checkpoint RUN[:CHECKPOINT] into backup_dir as the one to resume; its run and minute."""
+    parent, _, key = source.partition(':')
+    parent_record = read_json(os.path.join(root, parent, 'run.json'), f'--from {source}: no run {parent} in {root}/')
+    saved = parent_record.get('checkpoints', {})
+    key = key or (max(saved, key=saved.get) if saved else '')
+    if key not in saved or not os.path.exists(os.path.join(root, parent, 'backup', f'{key}.index')):
+        kept = [k for k in saved if os.path.exists(os.path.join(root, parent, 'backup', f'{k}.index'))]
+        raise cli.UserError(f'--from {source}: no checkpoint {key or "at all"} in {parent}; '
+                            f'it keeps {", ".join(kept) or "none"}')
+    os.makedirs(backup_dir, exist_ok=True)
+    for path in glob.glob(os.path.join(root, parent, 'backup', f'{key}.*')) + \
+            [os.path.join(root, parent, 'backup', 'config.json')]:
+        shutil.copy2(path, backup_dir)  # keeps the mtime: the copy stays the oldest checkpoint
+    with open(os.path.join(backup_dir, 'checkpoint'), 'w') as f:
+        f.write(f'model_checkpoint_path: "{key}"\nall_model_checkpoint_paths: "{key}"\n')
+    return {'run': parent, 'checkpoint': key, 'minutes': saved[key]}
+
+
+def run(name, minutes, every, root, argv, source=None):
     if not re.fullmatch(r'[A-Za-z0-9][\w.-]*', name):
         raise cli.UserError(f'run name {name!r}: use letters, digits, ".", "_" and "-"')
     if minutes <= 0 or every <= 0:
@@ -144,6 +168,7 @@ def run(name, minutes, every, root, argv):
                             f'--src ../shared/faces (or --demo 200 for synthetic faces) first')
     backup_dir, output_dir = os.path.join(folder, 'backup'), os.path.join(folder, 'output')
     os.makedirs(folder, exist_ok=True)
+    start_from = branch(source, root, backup_dir) if source else None
     command = [sys.executable, os.path.join(ROOT, 'train.py'),
                *[arg for arg in argv if not arg.startswith('--NPY_DIR=')],
                f'--NPY_DIR={npy}', f'--BACKUP_DIR={backup_dir}', f'--OUTPUT_DIR={output_dir}',
@@ -153,11 +178,14 @@ def run(name, minutes, every, root, argv):
     if load > 0.5:
         print(f'note: load average {load:.1f} on {os.cpu_count()} cores: other processes are busy, '
               f'so this curve will be slower than on an idle machine', flush=True)
-    start = time.time()
+    # A branch's clock starts at its checkpoint's minute (plus the restart, as a user would wait).
+    start = time.time() - (start_from['minutes'] * 60 if start_from else 0)
     record = {'name': name, 'minutes': minutes, 'every': every, 'overrides': overrides,
               'command': [shown_path(c) if os.path.isabs(c) else c for c in command],
               'start': start, 'started': datetime.datetime.fromtimestamp(start).isoformat(' ', 'seconds'),
               'load_at_start': round(load, 2), 'machine': machine()}
+    if start_from:
+        record['from'] = start_from
     data.write_json(record_path, record)
     print(f'{name}: training for {minutes:g} min, a checkpoint every {every:g} min and each epoch; '
           f'log in {log_path}', flush=True)
@@ -167,7 +195,8 @@ def run(name, minutes, every, root, argv):
     handlers = {sig: signal.signal(sig, lambda signum, _frame: requested.append(signum))
                 for sig in (signal.SIGINT, signal.SIGTERM)}
     used_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    reason, stop_time, seen = None, None, set()
+    reason, stop_time, seen = None, None, set(checkpoints(backup_dir))
+    offset = start_from['minutes'] if start_from else 0.0  # --minutes counts from the branch point
     with open(log_path, 'w') as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         while True:
@@ -181,7 +210,7 @@ def run(name, minutes, every, root, argv):
                     seen.add(path)
                     print(f'  {saved_minute(path, start):7.2f} min  {os.path.basename(path)}', flush=True)
             now = time.time()
-            if reason is None and (requested or now - start >= minutes * 60):
+            if reason is None and (requested or now - start >= (minutes + offset) * 60):
                 reason = 'interrupted' if requested else 'budget'
                 stop_time = now
                 print(f'stopping train.py ({reason}): it finishes its step and saves...', flush=True)
@@ -194,15 +223,18 @@ def run(name, minutes, every, root, argv):
         signal.signal(sig, handler)
     used_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_seconds = (used_after.ru_utime - used_before.ru_utime) + (used_after.ru_stime - used_before.ru_stime)
+    began = start + offset * 60
     lines = log_lines(log_path)
     found = checkpoints(backup_dir)
     record.update({
-        'end': end, 'wall_minutes': round((end - start) / 60.0, 3),
+        'end': end, 'wall_minutes': round((end - began) / 60.0, 3),
         'stopped': reason or ('finished' if code == 0 else 'failed'), 'exit_status': code,
         # Average cores busy with train.py: well below the machine's cores means other load.
-        'cpu_cores_used': round(cpu_seconds / max(end - start, 1e-9), 2),
+        'cpu_cores_used': round(cpu_seconds / max(end - began, 1e-9), 2),
         'device': next((line[len('device: '):] for line in lines if line.startswith('device: ')), None),
         'checkpoints': {os.path.basename(p): saved_minute(p, start) for p in found}})
+    if start_from:
+        record['checkpoints'][start_from['checkpoint']] = start_from['minutes']
     data.write_json(record_path, record)
     if reason is None and code not in (0, 130):
         last = next((line for line in reversed(lines) if line.startswith('error: ')), lines[-1] if lines else '')
@@ -226,6 +258,20 @@ def measure(evaluate, outputs, truth, masks, telea_psnr):
     """Mean of every metric, plus the share of images whose hole PSNR beats Telea's."""
     values = evaluate.measure(outputs, truth, masks)
     return {**means(values), 'beats_telea': float(np.mean(values['hole_psnr'] > telea_psnr))}
+
+
+def inherited(record, results_dir):
+    """A branch's curve before its branch point: the measured checkpoints of the run it came from."""
+    source = record.get('from')
+    if not source:
+        return []
+    path = os.path.join(results_dir, f'{source["run"]}.json')
+    if not os.path.exists(path):
+        print(f'note: {path} not found, so the curve starts at minute {source["minutes"]:.1f}: '
+              f'python experiments/quality.py eval {source["run"]} first to draw it from 0')
+        return []
+    earlier = read_json(path, '')['checkpoints']
+    return [{**c, 'from_run': source['run']} for c in earlier if c['minutes'] < source['minutes']]
 
 
 def evaluate_run(name, root, results_dir, limit, prune):
@@ -265,7 +311,8 @@ def evaluate_run(name, root, results_dir, limit, prune):
         and old['eval'] == settings
     # Checkpoints deleted by --prune keep the numbers measured before.
     on_disk = {os.path.basename(p) for p in found}
-    entries = [c for c in old['checkpoints'] if c['checkpoint'] not in on_disk] if same else []
+    entries = [c for c in old['checkpoints'] if c['checkpoint'] not in on_disk and 'from_run' not in c] if same else []
+    entries += inherited(record, results_dir)
 
     telea = evaluate.telea(masked, masks)
     telea_psnr = evaluate.hole_psnr(telea, truth, masks)
@@ -289,12 +336,16 @@ def evaluate_run(name, root, results_dir, limit, prune):
                      'phase': phase, 'epoch': epoch, 'step': step,
                      'images_seen': step * saved['BATCH_SIZE'],
                      'moving_averages': measure(evaluate, filled, truth, masks, telea_psnr),
-                     'batch_statistics': measure(evaluate, stats, truth, masks, telea_psnr)}
+                     'batch_statistics': measure(evaluate, stats, truth, masks, telea_psnr),
+                     # The paper's post-processing, as test.py's "+ blending" rows.
+                     'blended': measure(evaluate, evaluate.blend(masked, filled, masks), truth, masks,
+                                        telea_psnr)}
             entries.append(entry)
             moving, batch = entry['moving_averages'], entry['batch_statistics']
             print(f'  {entry["minutes"]:7.2f} min  {key:>14}  phase {phase}  hole PSNR {moving["hole_psnr"]:6.2f} dB'
                   f'  hole L1 {moving["hole_l1"]:6.2f}  SSIM {moving["ssim"]:.4f}  (batch statistics: '
-                  f'{batch["hole_psnr"]:6.2f} dB)', flush=True)
+                  f'{batch["hole_psnr"]:6.2f} dB; blended: {entry["blended"]["hole_psnr"]:6.2f} dB, '
+                  f'L1 {entry["blended"]["hole_l1"]:6.2f})', flush=True)
         pixel = data.to_uint8(sess.run(model.mean_pixel))  # the training mean saved with the weights
     finally:
         sess.close()
@@ -319,6 +370,13 @@ def evaluate_run(name, root, results_dir, limit, prune):
 
 # --- report ---
 
+def blended(checkpoint):
+    """Hole PSNR / hole L1 after Poisson blending, or a dash for results measured before it was."""
+    if 'blended' not in checkpoint:
+        return '–'
+    return f'{checkpoint["blended"]["hole_psnr"]:.2f} / {checkpoint["blended"]["hole_l1"]:.2f}'
+
+
 def label(result):
     settings = {k: v for k, v in result['run']['overrides'].items() if k != 'NPY_DIR'}
     return ' '.join(f'{k}={v}' for k, v in settings.items()) or 'config.py defaults'
@@ -335,6 +393,10 @@ def draw(results, png):
             y = [c['moving_averages'][key] for c in points]
             values += y
             ax.plot(x, y, color=f'C{i % 10}', label=result['name'])
+            mixed = [(c['minutes'], c['blended'][key]) for c in points if 'blended' in c]
+            if mixed:
+                ax.plot(*zip(*mixed), color=f'C{i % 10}', ls='-.', lw=1)
+                values += [v for _, v in mixed]
             for phase, marker in PHASE_MARKERS.items():
                 inside = [(a, b) for a, b, c in zip(x, y, points) if min(c['phase'], 3) == phase]
                 if inside:
@@ -355,6 +417,8 @@ def draw(results, png):
         ax.set_ylabel(title)
         ax.grid(alpha=0.3)
     axes[-1].plot([], [], color='0.5', ls=':', label=MEAN_FILL)
+    if any('blended' in c for r in results for c in r['checkpoints']):
+        axes[-1].plot([], [], color='0.3', ls='-.', lw=1, label='+ Poisson blending')
     for phase, marker in PHASE_MARKERS.items():
         axes[-1].scatter([], [], color='0.3', marker=marker, s=18, label=f'phase {phase}')
     axes[-1].legend(fontsize=7, loc='center left', bbox_to_anchor=(1.02, 0.5))
@@ -385,8 +449,8 @@ def tables(results):
                   f'{results[0]["name"]}; their numbers do not compare.', '']
     lines += ['| run | settings | last checkpoint (min, phase) | images seen | hole PSNR (dB) | vs Telea | '
               'hole L1 | vs Telea | SSIM | best hole PSNR (dB, min) | hole PSNR, batch stats | '
-              'images better than Telea | CPU cores used |',
-              '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+              'images better than Telea | + blending: hole PSNR / L1 | CPU cores used |',
+              '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
     closest = None
     for r in results:
         last = r['checkpoints'][-1]
@@ -399,13 +463,16 @@ def tables(results):
                      f'{last["images_seen"]:,} | {m["hole_psnr"]:.2f} | {gain:+.2f} | {m["hole_l1"]:.2f} | '
                      f'{drop:+.2f} | {m["ssim"]:.4f} | {best["moving_averages"]["hole_psnr"]:.2f} '
                      f'({best["minutes"]:.1f}) | {last["batch_statistics"]["hole_psnr"]:.2f} | '
-                     f'{100 * m["beats_telea"]:.0f} % | {r["run"].get("cpu_cores_used", "?")} |')
+                     f'{100 * m["beats_telea"]:.0f} % | {blended(last)} | {r["run"].get("cpu_cores_used", "?")} |')
     for method, values in results[0]['baselines'].items():
         lines.append(f'| {method} | | | | {values["hole_psnr"]:.2f} | | {values["hole_l1"]:.2f} | | '
-                     f'{values["ssim"]:.4f} | | | | |')
+                     f'{values["ssim"]:.4f} | | | | | |')
     met = [r['name'] for r in results
            if r['checkpoints'][-1]['moving_averages']['hole_psnr'] > telea['hole_psnr']
            and r['checkpoints'][-1]['moving_averages']['hole_l1'] < telea['hole_l1']]
+    met_blended = [r['name'] for r in results if 'blended' in r['checkpoints'][-1]
+                   and r['checkpoints'][-1]['blended']['hole_psnr'] > telea['hole_psnr']
+                   and r['checkpoints'][-1]['blended']['hole_l1'] < telea['hole_l1']]
     lines.append('')
     if met:
         lines.append(f'Goal (last checkpoint better than Telea on hole PSNR and hole L1): met by {", ".join(met)}.')
@@ -413,6 +480,8 @@ def tables(results):
         name, gain, drop, minute = closest
         lines.append(f'Goal (last checkpoint better than Telea on hole PSNR and hole L1): not met. Closest: '
                      f'{name} at {minute:.1f} min, {gain:+.2f} dB hole PSNR and {drop:+.2f} hole L1 against Telea.')
+    lines.append(f'With the paper\'s Poisson blending after the network: met by {", ".join(met_blended)}.'
+                 if met_blended else 'With the paper\'s Poisson blending after the network: not met.')
     lines += ['', 'hole PSNR, hole L1 (0-255) and SSIM as in test.py, means over the images, completion with '
               'the moving-average batch norm; "vs Telea" is the difference to OpenCV Telea; "batch stats" '
               f'normalises each batch of {STATS_BATCH} test images with its own statistics; "images better '
@@ -434,6 +503,20 @@ def tables(results):
                          f'{last["minutes"]:.1f} | {b["hole_psnr"]:.2f} | {b["hole_l1"]:.2f} | '
                          f'{b["hole_psnr"] - a["hole_psnr"]:+.2f} |')
         lines += ['', 'The goal allows at most 0.5 dB less hole PSNR after the adversarial phase.']
+    pairs = [(a, b) for a in results for b in results
+             if any(c['phase'] >= 3 for c in a['checkpoints']) and all(c['phase'] == 1 for c in b['checkpoints'])]
+    if pairs:
+        lines += ['', 'At equal minutes (the last checkpoint of each run up to the minute both reached):', '',
+                  '| with phase 3 | min | hole PSNR (dB) | hole L1 | phase 1 only | min | hole PSNR (dB) | '
+                  'hole L1 | difference in hole PSNR (dB) |', '|---|---:|---:|---:|---|---:|---:|---:|---:|']
+        for a, b in pairs:
+            common = min(a['checkpoints'][-1]['minutes'], b['checkpoints'][-1]['minutes'])
+            x = [c for c in a['checkpoints'] if c['minutes'] <= common][-1]
+            y = [c for c in b['checkpoints'] if c['minutes'] <= common][-1]
+            p, q = x['moving_averages'], y['moving_averages']
+            lines.append(f'| {a["name"]} | {x["minutes"]:.1f} | {p["hole_psnr"]:.2f} | {p["hole_l1"]:.2f} | '
+                         f'{b["name"]} | {y["minutes"]:.1f} | {q["hole_psnr"]:.2f} | {q["hole_l1"]:.2f} | '
+                         f'{p["hole_psnr"] - q["hole_psnr"]:+.2f} |')
     return '\n'.join(lines) + '\n'
 
 
@@ -474,6 +557,8 @@ def main(argv):
     one.add_argument('--minutes', type=float, required=True, help='wall-clock budget')
     one.add_argument('--every', type=float, default=EVERY_MINUTES,
                      help=f'minutes between checkpoints (default {EVERY_MINUTES:g})')
+    one.add_argument('--from', dest='source', metavar='RUN[:CHECKPOINT]',
+                     help='start from a checkpoint of an earlier run (default its newest), not from scratch')
     measure_runs = command('eval', 'measure every checkpoint of runs on the held-out test split')
     measure_runs.add_argument('names', nargs='+', metavar='NAME')
     measure_runs.add_argument('--images', type=int, metavar='N',
@@ -488,7 +573,7 @@ def main(argv):
     if args.command == 'prepare':
         return prepare(root, rest)
     if args.command == 'run':
-        return run(args.name, args.minutes, args.every, root, rest)
+        return run(args.name, args.minutes, args.every, root, rest, args.source)
     if rest:
         parser.error(f'unrecognized arguments: {" ".join(rest)}')
     if args.command == 'eval':

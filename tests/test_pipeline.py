@@ -26,6 +26,20 @@ def test_overrides_apply_and_convert(tiny_config):
     assert config.MASK_CHANNEL is False
 
 
+def test_a_preset_sets_its_keys_and_given_keys_win(tiny_config):
+    cpu = config.PRESETS['cpu']
+    config.parse_overrides(['--PRESET=cpu'])
+    assert {key: getattr(config, key) for key in cpu} == cpu
+    assert config.IMAGE_SIZE == 32  # keys outside the preset keep their values
+    config.parse_overrides(['--BATCH_SIZE=4', '--PRESET=cpu'])  # the order does not matter
+    assert config.BATCH_SIZE == 4 and config.PRETRAIN_EPOCH == cpu['PRETRAIN_EPOCH']
+    config.parse_overrides(['--PRESET='])  # back to the values written in config.py
+    written = {key: config._FILE_VALUES[key] for key in cpu}
+    assert {key: getattr(config, key) for key in cpu} == written != cpu
+    with pytest.raises(config.ConfigError, match="PRESET='gpu': valid presets are '' .*'cpu'"):
+        config.parse_overrides(['--PRESET=gpu'])
+
+
 @pytest.mark.parametrize('arg, words', [
     ('--BATCHSIZE=4', ['unknown setting BATCHSIZE', 'BATCH_SIZE']),
     ('--BATCH_SIZE=abc', ['BATCH_SIZE', 'not a literal']),

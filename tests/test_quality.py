@@ -64,6 +64,32 @@ def test_run_eval_report_cycle(npy_root, tmp_path):
         assert row in table
 
 
+    # A branch from a's first checkpoint that stays in phase 1 (PRETRAIN_EPOCH > MAX_EPOCH): its
+    # clock goes on from that checkpoint's minute, and its first point is a's (same weights, same numbers).
+    branched = run_script(QUALITY, 'run', 'c', '--from', 'a:latest-3', '--minutes', '5', *folders,
+                          *tiny(PRETRAIN_EPOCH=5, D_EPOCH=0, MAX_EPOCH=2, SAMPLE_COUNT=2, BN_RECALIBRATE_BATCHES=1))
+    assert branched.returncode == 0, branched.stdout + branched.stderr
+    start = record['checkpoints']['latest-3']
+    branch = json.loads((npy_root / 'c' / 'run.json').read_text())
+    assert branch['from'] == {'run': 'a', 'checkpoint': 'latest-3', 'minutes': start}
+    assert branch['checkpoints']['latest-3'] == start < branch['checkpoints']['latest-6']
+    assert branch['wall_minutes'] < branch['checkpoints']['latest-6']  # counted from the branch point
+    assert run_script(QUALITY, 'eval', 'c', *folders).returncode == 0
+    result_c = json.loads((tmp_path / 'c.json').read_text())
+    assert [(c['checkpoint'], c['phase']) for c in result_c['checkpoints']] == [('latest-3', 1), ('latest-6', 1)]
+    first_a, first_c = result['checkpoints'][0], result_c['checkpoints'][0]
+    for key in METRICS:
+        assert first_c['moving_averages'][key] == pytest.approx(first_a['moving_averages'][key], abs=1e-9)
+    assert all(math.isfinite(c['blended'][k]) for c in result_c['checkpoints'] for k in METRICS)
+    report = run_script(QUALITY, 'report', *folders, f'--png={png}')
+    assert report.returncode == 0, report.stdout + report.stderr
+    assert 'At equal minutes' in report.stdout and '| a | ' in report.stdout and '| c | ' in report.stdout
+
+    for source, words in (('nope', 'no run nope'), ('a:latest-99', 'no checkpoint latest-99 in a; it keeps')):
+        refused = run_script(QUALITY, 'run', 'd', '--from', source, '--minutes', '1', *folders)
+        assert refused.returncode == 2 and words in refused.stderr, refused.stderr
+
+
 def test_budget_stops_train_py(npy_root):
     run = run_script(QUALITY, 'run', 'b', '--minutes', '0.02', f'--root={npy_root}', *tiny(MAX_EPOCH=1000))
     assert run.returncode == 0, run.stdout + run.stderr
