@@ -82,6 +82,12 @@ def check_compatible(saved):
                             f'to resume, or --fresh to start a new run')
 
 
+def changed_settings(saved):
+    """'KEY old -> new' for every setting (paths aside) that differs from the saved run's."""
+    return [f'{key} {saved[key]!r} -> {getattr(config, key)!r}' for key in config.keys()
+            if key in saved and not key.endswith('_DIR') and saved[key] != getattr(config, key)]
+
+
 def _reason(error):
     """The line of a TensorFlow error that says what went wrong (not 'Graph execution error:')."""
     noise = ('Graph execution error', 'Detected at node', 'File "', 'Node:', '[[', 'Original stack trace')

@@ -222,6 +222,9 @@ def main(argv):
     saved = backup.read_run_config()
     if checkpoint and saved:
         backup.check_compatible(saved)
+        changed = backup.changed_settings(saved)
+        if changed:  # allowed (e.g. a smaller batch after running out of memory), but say so
+            print(f'note: resuming with other settings than the saved run: {", ".join(changed)}')
 
     interrupt = Interrupt()
     tf1.set_random_seed(config.SEED)

@@ -318,6 +318,7 @@ def test_train_runs_all_phases_and_resumes(tmp_path):
     second = run_script('train.py', *args, '--MAX_EPOCH=4')
     assert second.returncode == 0, second.stderr
     assert 'phase 2, epoch 3, batch 0, step 18' in second.stdout
+    assert 'note: resuming with other settings than the saved run: MAX_EPOCH 2 -> 4' in second.stdout
     assert (backup / 'pretrained.index').exists()
     rows = (tmp_path / 'output' / 'loss.csv').read_text().splitlines()
     assert [r.split(',')[:3] for r in rows[1:]] == [['1', '1', '9'], ['2', '1', '18'],
