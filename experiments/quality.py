@@ -66,6 +66,7 @@ STATS_BATCH = 16  # images per pass with batch statistics: fixed, so every run s
 RESERVED = ('BACKUP_DIR', 'OUTPUT_DIR', 'SAVE_MINUTES', 'KEEP_CHECKPOINTS')  # run sets these
 TELEA, MEAN_FILL = 'OpenCV Telea', 'mean-pixel fill'  # row names, as in test.py's table
 FILL_STRETCH = 1.5  # draw the mean-fill line only if it widens the value axis by at most this factor
+NEAR_MINUTES = 5.0  # checkpoints of two runs this close count as "at equal minutes"
 PHASE_MARKERS = {1: 'o', 2: 's', 3: '^'}  # phase 4 (stop rule met) is drawn as phase 3
 CURVES = (('hole_psnr', 'hole PSNR (dB), higher is better'),
           ('hole_l1', 'hole L1 (0-255), lower is better'))
@@ -510,17 +511,19 @@ def tables(results):
     pairs = [(a, b) for a in results for b in results
              if any(c['phase'] >= 3 for c in a['checkpoints']) and all(c['phase'] == 1 for c in b['checkpoints'])]
     if pairs:
-        lines += ['', 'At equal minutes (the last checkpoint of each run up to the minute both reached):', '',
+        lines += ['', 'At about equal minutes (each phase-3 checkpoint against the nearest checkpoint of the '
+                  'phase-1-only run, if within 5 minutes):', '',
                   '| with phase 3 | min | hole PSNR (dB) | hole L1 | phase 1 only | min | hole PSNR (dB) | '
                   'hole L1 | difference in hole PSNR (dB) |', '|---|---:|---:|---:|---|---:|---:|---:|---:|']
         for a, b in pairs:
-            common = min(a['checkpoints'][-1]['minutes'], b['checkpoints'][-1]['minutes'])
-            x = [c for c in a['checkpoints'] if c['minutes'] <= common][-1]
-            y = [c for c in b['checkpoints'] if c['minutes'] <= common][-1]
-            p, q = x['moving_averages'], y['moving_averages']
-            lines.append(f'| {a["name"]} | {x["minutes"]:.1f} | {p["hole_psnr"]:.2f} | {p["hole_l1"]:.2f} | '
-                         f'{b["name"]} | {y["minutes"]:.1f} | {q["hole_psnr"]:.2f} | {q["hole_l1"]:.2f} | '
-                         f'{p["hole_psnr"] - q["hole_psnr"]:+.2f} |')
+            for x in (c for c in a['checkpoints'] if c['phase'] >= 3):
+                y = min(b['checkpoints'], key=lambda c: abs(c['minutes'] - x['minutes']))
+                if abs(y['minutes'] - x['minutes']) > NEAR_MINUTES:
+                    continue
+                p, q = x['moving_averages'], y['moving_averages']
+                lines.append(f'| {a["name"]} | {x["minutes"]:.1f} | {p["hole_psnr"]:.2f} | {p["hole_l1"]:.2f} | '
+                             f'{b["name"]} | {y["minutes"]:.1f} | {q["hole_psnr"]:.2f} | {q["hole_l1"]:.2f} | '
+                             f'{p["hole_psnr"] - q["hole_psnr"]:+.2f} |')
     return '\n'.join(lines) + '\n'
 
 

@@ -83,7 +83,7 @@ def test_run_eval_report_cycle(npy_root, tmp_path):
     assert all(math.isfinite(c['blended'][k]) for c in result_c['checkpoints'] for k in METRICS)
     report = run_script(QUALITY, 'report', *folders, f'--png={png}')
     assert report.returncode == 0, report.stdout + report.stderr
-    assert 'At equal minutes' in report.stdout and '| a | ' in report.stdout and '| c | ' in report.stdout
+    assert 'At about equal minutes' in report.stdout and '| a | ' in report.stdout and '| c | ' in report.stdout
 
     for source, words in (('nope', 'no run nope'), ('a:latest-99', 'no checkpoint latest-99 in a; it keeps')):
         refused = run_script(QUALITY, 'run', 'd', '--from', source, '--minutes', '1', *folders)
