@@ -129,7 +129,7 @@ def log_lines(path):
 
 
 def branch(source, root, backup_dir):
-    """Copy checkpoint RUN[:CHECKPOINT] into backup_dir as the one to resume; its run and minute."""
+    """Copy checkpoint RUN[:CHECKPOINT] into backup_dir (train.py --resume starts from it); its run and minute."""
     parent, _, key = source.partition(':')
     parent_record = read_json(os.path.join(root, parent, 'run.json'), f'--from {source}: no run {parent} in {root}/')
     saved = parent_record.get('checkpoints', {})
@@ -142,8 +142,6 @@ def branch(source, root, backup_dir):
     for path in glob.glob(os.path.join(root, parent, 'backup', f'{key}.*')) + \
             [os.path.join(root, parent, 'backup', 'config.json')]:
         shutil.copy2(path, backup_dir)  # keeps the mtime: the copy stays the oldest checkpoint
-    with open(os.path.join(backup_dir, 'checkpoint'), 'w') as f:
-        f.write(f'model_checkpoint_path: "{key}"\nall_model_checkpoint_paths: "{key}"\n')
     return {'run': parent, 'checkpoint': key, 'minutes': saved[key]}
 
 
@@ -173,7 +171,8 @@ def run(name, minutes, every, root, argv, source=None):
     command = [sys.executable, os.path.join(ROOT, 'train.py'),
                *[arg for arg in argv if not arg.startswith('--NPY_DIR=')],
                f'--NPY_DIR={npy}', f'--BACKUP_DIR={backup_dir}', f'--OUTPUT_DIR={output_dir}',
-               f'--SAVE_MINUTES={float(every)!r}', f'--KEEP_CHECKPOINTS={KEEP_ALL}']
+               f'--SAVE_MINUTES={float(every)!r}', f'--KEEP_CHECKPOINTS={KEEP_ALL}',
+               *([f'--resume={os.path.join(backup_dir, start_from["checkpoint"])}'] if start_from else [])]
     record_path, log_path = os.path.join(folder, 'run.json'), os.path.join(folder, 'train.log')
     load = os.getloadavg()[0]
     if load > 0.5:
@@ -468,12 +467,11 @@ def tables(results):
     for method, values in results[0]['baselines'].items():
         lines.append(f'| {method} | | | | {values["hole_psnr"]:.2f} | | {values["hole_l1"]:.2f} | | '
                      f'{values["ssim"]:.4f} | | | | | |')
-    met = [r['name'] for r in results
-           if r['checkpoints'][-1]['moving_averages']['hole_psnr'] > telea['hole_psnr']
-           and r['checkpoints'][-1]['moving_averages']['hole_l1'] < telea['hole_l1']]
-    met_blended = [r['name'] for r in results if 'blended' in r['checkpoints'][-1]
-                   and r['checkpoints'][-1]['blended']['hole_psnr'] > telea['hole_psnr']
-                   and r['checkpoints'][-1]['blended']['hole_l1'] < telea['hole_l1']]
+    def beats(values):
+        return values is not None and values['hole_psnr'] > telea['hole_psnr'] and values['hole_l1'] < telea['hole_l1']
+
+    met = [r['name'] for r in results if beats(r['checkpoints'][-1]['moving_averages'])]
+    met_blended = [r['name'] for r in results if beats(r['checkpoints'][-1].get('blended'))]
     lines.append('')
     if met:
         lines.append(f'Goal (last checkpoint better than Telea on hole PSNR and hole L1): met by {", ".join(met)}.')

@@ -63,7 +63,6 @@ def test_run_eval_report_cycle(npy_root, tmp_path):
     for row in ('| a |', '| OpenCV Telea |', '| mean-pixel fill |', 'end of phase 1', 'Goal'):
         assert row in table
 
-
     # A branch from a's first checkpoint that stays in phase 1 (PRETRAIN_EPOCH > MAX_EPOCH): its
     # clock goes on from that checkpoint's minute, and its first point is a's (same weights, same numbers).
     branched = run_script(QUALITY, 'run', 'c', '--from', 'a:latest-3', '--minutes', '5', *folders,
