@@ -23,7 +23,9 @@ eval     restores every checkpoint of each run into the graph of its backup/conf
          OpenCV Telea; writes experiments/results/NAME.json. --prune then deletes all but the
          newest checkpoint (about 0.46 GB each at 128x128); their numbers stay in the json.
 report   draws experiments/quality.png (hole PSNR and hole L1 against minutes, one line per
-         run, the baselines flat) and writes the tables to experiments/results/quality.md.
+         run, the baselines flat) and writes the tables to experiments/results/quality.md
+         (--png PATH: the tables go to RESULTS/<its name>.md); --against NAME adds a table of
+         every run at NAME's checkpoint minutes, for settings compared at equal time.
 
 Run one setting at a time on an otherwise idle machine: the x axis is wall-clock time.
 """
@@ -525,15 +527,51 @@ def tables(results):
     return '\n'.join(lines) + '\n'
 
 
-def report(names, results_dir, png):
+def against(results, name):
+    """Markdown: every run at the checkpoint minutes of run NAME, with the difference to NAME."""
+    reference = next((r for r in results if r['name'] == name), None)
+    if reference is None:
+        raise cli.UserError(f'--against {name}: not among the runs of this report ({", ".join(r["name"] for r in results)})')
+    others = [r for r in results if r is not reference]
+
+    def near(result, minute):
+        c = min(result['checkpoints'], key=lambda c: abs(c['minutes'] - minute))
+        return c if abs(c['minutes'] - minute) <= NEAR_MINUTES else None
+
+    # Only the minutes some other run reaches; the reference's own tail says nothing about the others.
+    minutes = [c['minutes'] for c in reference['checkpoints']
+               if any(near(r, c['minutes']) for r in others)]
+    lines = []
+    for key, title in CURVES:
+        lines += ['', f'{title.split(",")[0]} at about equal minutes (nearest checkpoint within '
+                  f'{NEAR_MINUTES:g} minutes; in brackets the difference to {name}):', '',
+                  '| run | settings | ' + ' | '.join(f'{m:.1f} min' for m in minutes) + ' |',
+                  '|---|---|' + '---:|' * len(minutes)]
+        for r in [reference, *others]:
+            cells = []
+            for m in minutes:
+                c, ref = near(r, m), near(reference, m)
+                if c is None:
+                    cells.append('')
+                elif r is reference:
+                    cells.append(f'{c["moving_averages"][key]:.2f}')
+                else:
+                    value = c['moving_averages'][key]
+                    cells.append(f'{value:.2f} ({value - ref["moving_averages"][key]:+.2f})')
+            lines.append(f'| {r["name"]} | {label(r)} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+def report(names, results_dir, png, reference=None):
     paths = ([os.path.join(results_dir, f'{n}.json') for n in names] if names
              else sorted(glob.glob(os.path.join(results_dir, '*.json'))))
     if not paths:
         raise cli.UserError(f'no results in {results_dir}/: run python experiments/quality.py eval NAME first')
     results = [read_json(p, 'run python experiments/quality.py eval NAME first') for p in paths]
+    text = tables(results) + (against(results, reference) if reference else '')
     draw(results, png)
-    text = tables(results)
-    out = os.path.join(results_dir, 'quality.md')
+    # The tables are named after the picture, so two reports (say quality.png, settings.png) can coexist.
+    out = os.path.join(results_dir, f'{os.path.splitext(os.path.basename(png))[0]}.md')
     with open(f'{out}.tmp', 'w') as f:
         f.write(text)
     os.replace(f'{out}.tmp', out)
@@ -572,7 +610,10 @@ def main(argv):
                               help='then delete all but the newest checkpoint of each run')
     draw_runs = command('report', 'curves and tables of the evaluated runs')
     draw_runs.add_argument('names', nargs='*', metavar='NAME', help='default: every json in RESULTS')
-    draw_runs.add_argument('--png', default=PNG_PATH, help=f'default {shown_path(PNG_PATH)}')
+    draw_runs.add_argument('--png', default=PNG_PATH,
+                           help=f'the curves (default {shown_path(PNG_PATH)}); the tables go to RESULTS/<its name>.md')
+    draw_runs.add_argument('--against', metavar='NAME',
+                           help='also tabulate every run at the checkpoint minutes of run NAME, with the differences')
     args, rest = parser.parse_known_args(argv)
     root, results_dir = os.path.abspath(args.root), os.path.abspath(args.results)
     if args.command == 'prepare':
@@ -587,7 +628,7 @@ def main(argv):
         for name in args.names:
             evaluate_run(name, root, results_dir, args.images, args.prune)
         return 0
-    report(args.names, results_dir, os.path.abspath(args.png))
+    report(args.names, results_dir, os.path.abspath(args.png), args.against)
     return 0
 
 

@@ -83,6 +83,16 @@ def test_run_eval_report_cycle(npy_root, tmp_path):
     report = run_script(QUALITY, 'report', *folders, f'--png={png}')
     assert report.returncode == 0, report.stdout + report.stderr
     assert 'At about equal minutes' in report.stdout and '| a | ' in report.stdout and '| c | ' in report.stdout
+    # c's first checkpoint is a's: at that minute it differs from a by exactly nothing.
+    settings_png = tmp_path / 'settings.png'
+    compared = run_script(QUALITY, 'report', 'a', 'c', *folders, f'--png={settings_png}', '--against', 'a')
+    assert compared.returncode == 0, compared.stdout + compared.stderr
+    table = (tmp_path / 'settings.md').read_text()
+    assert 'hole PSNR (dB) at about equal minutes' in table and settings_png.stat().st_size > 10_000
+    row = next(line for line in table.splitlines() if line.startswith('| c | ') and '(+0.00)' in line)
+    assert f'{first_c["moving_averages"]["hole_psnr"]:.2f} (+0.00)' in row
+    refused = run_script(QUALITY, 'report', 'a', 'c', *folders, f'--png={settings_png}', '--against', 'b')
+    assert refused.returncode == 2 and '--against b: not among the runs' in refused.stderr, refused.stderr
 
     for source, words in (('nope', 'no run nope'), ('a:latest-99', 'no checkpoint latest-99 in a; it keeps')):
         refused = run_script(QUALITY, 'run', 'd', '--from', source, '--minutes', '1', *folders)
