@@ -436,6 +436,12 @@ def draw(results, png):
     os.replace(tmp, png)
 
 
+def nearest(result, minute):
+    """The checkpoint of a run closest to minute, if within NEAR_MINUTES; else None."""
+    c = min(result['checkpoints'], key=lambda c: abs(c['minutes'] - minute))
+    return c if abs(c['minutes'] - minute) <= NEAR_MINUTES else None
+
+
 def tables(results):
     """Markdown: the last checkpoint of every run against the baselines, then phase 1 vs phase 3."""
     telea = results[0]['baselines'][TELEA]
@@ -512,13 +518,13 @@ def tables(results):
              if any(c['phase'] >= 3 for c in a['checkpoints']) and all(c['phase'] == 1 for c in b['checkpoints'])]
     if pairs:
         lines += ['', 'At about equal minutes (each phase-3 checkpoint against the nearest checkpoint of the '
-                  'phase-1-only run, if within 5 minutes):', '',
+                  f'phase-1-only run, if within {NEAR_MINUTES:g} minutes):', '',
                   '| with phase 3 | min | hole PSNR (dB) | hole L1 | phase 1 only | min | hole PSNR (dB) | '
                   'hole L1 | difference in hole PSNR (dB) |', '|---|---:|---:|---:|---|---:|---:|---:|---:|']
         for a, b in pairs:
             for x in (c for c in a['checkpoints'] if c['phase'] >= 3):
-                y = min(b['checkpoints'], key=lambda c: abs(c['minutes'] - x['minutes']))
-                if abs(y['minutes'] - x['minutes']) > NEAR_MINUTES:
+                y = nearest(b, x['minutes'])
+                if y is None:
                     continue
                 p, q = x['moving_averages'], y['moving_averages']
                 lines.append(f'| {a["name"]} | {x["minutes"]:.1f} | {p["hole_psnr"]:.2f} | {p["hole_l1"]:.2f} | '
@@ -533,28 +539,22 @@ def against(results, name):
     if reference is None:
         raise cli.UserError(f'--against {name}: not among the runs of this report ({", ".join(r["name"] for r in results)})')
     others = [r for r in results if r is not reference]
-
-    def near(result, minute):
-        c = min(result['checkpoints'], key=lambda c: abs(c['minutes'] - minute))
-        return c if abs(c['minutes'] - minute) <= NEAR_MINUTES else None
-
     # Only the minutes some other run reaches; the reference's own tail says nothing about the others.
-    minutes = [c['minutes'] for c in reference['checkpoints']
-               if any(near(r, c['minutes']) for r in others)]
+    columns = [c for c in reference['checkpoints'] if any(nearest(r, c['minutes']) for r in others)]
     lines = []
     for key, title in CURVES:
         lines += ['', f'{title.split(",")[0]} at about equal minutes (nearest checkpoint within '
                   f'{NEAR_MINUTES:g} minutes; in brackets the difference to {name}):', '',
-                  '| run | settings | ' + ' | '.join(f'{m:.1f} min' for m in minutes) + ' |',
-                  '|---|---|' + '---:|' * len(minutes)]
-        for r in [reference, *others]:
+                  '| run | settings | ' + ' | '.join(f'{c["minutes"]:.1f} min' for c in columns) + ' |',
+                  '|---|---|' + '---:|' * len(columns)]
+        lines.append(f'| {name} | {label(reference)} | '
+                     + ' | '.join(f'{c["moving_averages"][key]:.2f}' for c in columns) + ' |')
+        for r in others:
             cells = []
-            for m in minutes:
-                c, ref = near(r, m), near(reference, m)
+            for ref in columns:
+                c = nearest(r, ref['minutes'])
                 if c is None:
                     cells.append('')
-                elif r is reference:
-                    cells.append(f'{c["moving_averages"][key]:.2f}')
                 else:
                     value = c['moving_averages'][key]
                     cells.append(f'{value:.2f} ({value - ref["moving_averages"][key]:+.2f})')
