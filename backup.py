@@ -16,7 +16,7 @@ import tensorflow as tf
 
 import config
 import data
-from cli import UserError
+from errors import UserError
 
 tf1 = tf.compat.v1
 LATEST, PRETRAINED = 'latest', 'pretrained'
@@ -73,13 +73,33 @@ def write_run_config():
     data.write_json(_path('config.json'), config.as_dict())
 
 
-def check_compatible(saved):
-    """A checkpoint only restores into the graph it was saved from."""
+def check_compatible(saved, way_out):
+    """A checkpoint only restores into the graph it was saved from: raise if a key of
+    ARCHITECTURE_KEYS differs. way_out: what to do, with {key}, {saved} and {now} filled in."""
     for key in config.ARCHITECTURE_KEYS:
-        if key in saved and saved[key] != getattr(config, key):
+        now = getattr(config, key)
+        if key in saved and saved[key] != now:
             raise UserError(f'{config.BACKUP_DIR}/ was trained with {key}={saved[key]!r} but the '
-                            f'config says {key}={getattr(config, key)!r}; pass --{key}={saved[key]!r} '
-                            f'to resume, or --fresh to start a new run')
+                            f'config says {key}={now!r}; '
+                            + way_out.format(key=key, saved=saved[key], now=now))
+
+
+def apply_run_config(argv):
+    """Apply BACKUP_DIR/config.json, then the command line on top; return the other arguments.
+
+    For test.py and other users of a trained model: the architecture comes from the
+    checkpoints' own settings, so overriding one of its keys is an error.
+    """
+    config.parse_overrides(argv)  # first pass: learn BACKUP_DIR, reject unknown keys early
+    saved = read_run_config()
+    if saved is None:
+        return config.parse_overrides(argv)
+    saved = {k: v for k, v in saved.items() if k in config.keys() and k != 'BACKUP_DIR'}
+    config.set_values(saved)
+    rest = config.parse_overrides(argv)  # the command line wins
+    check_compatible(saved, f'drop --{{key}}={{now!r}} (the architecture comes from '
+                            f'{config.BACKUP_DIR}/config.json)')
+    return rest
 
 
 def changed_settings(saved):

@@ -31,6 +31,7 @@ tf.Graph built by network.Model (or, for the TF1 comparison, by network.generato
 and network.discriminator), so the figures are comparable.
 """
 import cli  # first: it quiets TensorFlow's C++ logs
+import errors
 
 import argparse
 import collections
@@ -212,10 +213,10 @@ def run_child(command):
         done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
-        raise cli.UserError(f'{os.path.basename(command[1])} took more than {TIMEOUT} s')
+        raise errors.UserError(f'{os.path.basename(command[1])} took more than {TIMEOUT} s')
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ['no output'])[-1]
-        raise cli.UserError(f'{os.path.basename(command[1])} failed ({last[:200]})')
+        raise errors.UserError(f'{os.path.basename(command[1])} failed ({last[:200]})')
     return done.stdout
 
 
@@ -376,12 +377,12 @@ def epoch_speed(args, ctx, model, sess, phase):
         os.makedirs(config.OUTPUT_DIR, exist_ok=True)
         log = train.LossLog(0)
         with contextlib.redirect_stderr(io.StringIO()):  # tqdm's bar
-            train.run_epoch(sess, model, images[:args.warmup * batch], phase, 0, 0, interrupt, log,
-                            lambda: None)
+            warmup = train.Run(sess, model, images[:args.warmup * batch], interrupt, log, lambda: None)
+            train.run_epoch(warmup, phase, 0, 0)
             timed = TimedSession(sess, model.train_ops.values())
             cpu, start = time.process_time(), time.perf_counter()
-            train.run_epoch(timed, model, images[:args.steps * batch], phase, 1, 0, interrupt, log,
-                            lambda: None)
+            run = train.Run(timed, model, images[:args.steps * batch], interrupt, log, lambda: None)
+            train.run_epoch(run, phase, 1, 0)
             cpu, end = time.process_time() - cpu, time.perf_counter()
         log.writer.close()
     step = float(np.median(np.diff([start] + timed.step_ends)))
@@ -813,11 +814,11 @@ def parse_args(argv):
     args.steps = args.steps or (2 if args.quick else 5)
     args.warmup = args.warmup or (1 if args.quick else 2)
     if args.steps < 1 or args.warmup < 1:
-        raise cli.UserError('--steps and --warmup must be >= 1')
+        raise errors.UserError('--steps and --warmup must be >= 1')
     args.sections = [s.strip() for s in args.only.split(',') if s.strip()]
     unknown = sorted(set(args.sections) - set(SECTIONS))
     if unknown:
-        raise cli.UserError(f'--only {unknown[0]}: unknown section; choose from {", ".join(SECTIONS)}')
+        raise errors.UserError(f'--only {unknown[0]}: unknown section; choose from {", ".join(SECTIONS)}')
     return args
 
 

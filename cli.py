@@ -5,10 +5,7 @@ import sys
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # hide TensorFlow's C++ info lines
 
 import config  # noqa: E402
-
-
-class UserError(Exception):
-    """A mistake the user can fix (missing file, bad value); printed as one line."""
+from errors import UserError  # noqa: E402
 
 
 def run(main):

@@ -1,4 +1,4 @@
-"""Images, holes and batches, shared by train.py, test.py and bench.py.
+"""Images, holes, batches and random streams, shared by train.py, test.py and bench.py.
 
 Images are uint8 [N,S,S,3] RGB on disk; the networks see float32 in [-1, 1].
 """
@@ -7,8 +7,20 @@ import os
 
 import numpy as np
 
+import atomic
 import config
-from cli import UserError
+from errors import UserError
+
+# Every random draw comes from RandomState([SEED, STREAMS[name], *index]): no two uses share
+# numbers, and a resumed run draws what the uninterrupted one would have.
+STREAMS = {
+    'pick': 1,          # to_npy.py: which photos, in which order
+    'shuffle': 2,       # train.py: the order of an epoch, index (epoch,)
+    'step': 3,          # train.py: one step's flips and holes, index (epoch, step)
+    'recalibrate': 4,   # batch-norm re-estimation batches before each save
+    'samples': 5,       # holes of the fixed images in output/epoch_NNNN.png
+    'test_holes': 6,    # test.py's holes on the test split
+}
 
 
 def to_float(images):
@@ -19,6 +31,11 @@ def to_float(images):
 def to_uint8(images):
     """float [-1, 1] -> uint8 [0, 255], rounded and clipped."""
     return np.clip(np.rint((np.asarray(images) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def stream(name, *index):
+    """The np.random.RandomState of a named stream (STREAMS) at an index such as (epoch, step)."""
+    return np.random.RandomState([config.SEED, STREAMS[name], *index])
 
 
 def sample_holes(rng, count, size=None):
@@ -39,6 +56,11 @@ def sample_holes(rng, count, size=None):
     for mask, (py, px), (h, w), (oy, ox) in zip(masks, corners, sides, offsets):
         mask[py + oy:py + oy + h, px + ox:px + ox + w] = 1.0
     return masks, corners.astype(np.int32)
+
+
+def test_holes(count):
+    """The fixed holes of the test split, the same for every run and checkpoint: masks, corners."""
+    return sample_holes(stream('test_holes'), count)
 
 
 def npy_path(split):
@@ -95,9 +117,5 @@ def batch(images, index, rng=None):
 
 def write_json(path, value):
     """Write JSON atomically: a crash leaves the old file or the new one, never half of one."""
-    tmp = f'{path}.tmp'
-    with open(tmp, 'w') as f:
+    with atomic.replace(path) as f:
         json.dump(value, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

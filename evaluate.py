@@ -1,6 +1,6 @@
 """Image-quality numbers, the classical baselines and Poisson blending.
 
-Plain functions on uint8 RGB arrays, so test.py and train.py can share them:
+Plain functions on uint8 RGB arrays, so test.py and the experiments share them:
 images and truth are [N,H,W,3] uint8, masks are [N,H,W,1] (1 or True in the
 hole, as data.sample_holes draws them). Every metric returns one float64 value
 per image; average them for a table.
@@ -20,6 +20,11 @@ METRICS = (('hole_l1', 'hole L1', False),
            ('hole_psnr', 'hole PSNR (dB)', True),
            ('psnr', 'PSNR (dB)', True),
            ('ssim', 'SSIM', True))
+FORMATS = {'hole_l1': '{:.2f}', 'hole_psnr': '{:.2f}', 'psnr': '{:.2f}', 'ssim': '{:.4f}'}  # table cells
+LEGEND = ('Means over the test images. hole L1: mean absolute difference over the hole pixels, '
+          '0-255, lower is better. hole PSNR: PSNR over the hole pixels, dB, higher is better. '
+          'PSNR, SSIM: whole image (SSIM with an 11x11 Gaussian window, sigma 1.5, per RGB channel), '
+          'higher is better. Best value per column in bold.')
 
 
 def _holes(masks):
@@ -90,6 +95,34 @@ def measure(images, truth, masks):
     """Every metric of METRICS: {name: float64 [N]}."""
     return {'hole_l1': hole_l1(images, truth, masks), 'hole_psnr': hole_psnr(images, truth, masks),
             'psnr': psnr(images, truth), 'ssim': ssim(images, truth)}
+
+
+def table(rows):
+    """Markdown table of {method: {metric: mean}}, the best value per column in bold."""
+    best = {}
+    for key, _, higher in METRICS:
+        values = [float(FORMATS[key].format(r[key])) for r in rows.values()]  # best as shown
+        best[key] = FORMATS[key].format(max(values) if higher else min(values))
+    lines = ['| method | ' + ' | '.join(title for _, title, _ in METRICS) + ' |',
+             '|---|' + '---:|' * len(METRICS)]
+    for method, values in rows.items():
+        cells = []
+        for key, _, _ in METRICS:
+            text = FORMATS[key].format(values[key])
+            cells.append(f'**{text}**' if text == best[key] else text)
+        lines.append(f'| {method} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def report(what, means, batch_stats_means):
+    """The Markdown report of a test run: `what` (one paragraph), the table, the legend, and
+    the batch-statistics table if there is one."""
+    text = f'# Test-set metrics\n\n{what}\n\n{table(means)}\n\n{LEGEND}\n'
+    if batch_stats_means:
+        text += ('\nThe same networks normalised with each batch\'s statistics instead of the '
+                 'moving averages (large differences mean the averages lag the weights):\n\n'
+                 f'{table(batch_stats_means)}\n')
+    return text
 
 
 def hide_holes(images, masks):

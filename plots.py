@@ -8,6 +8,8 @@ matplotlib.use('Agg')  # files only; works without a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+import atomic  # noqa: E402
+
 PHASE_NAMES = {1: 'phase 1: completion (mse)', 2: 'phase 2: discriminator', 3: 'phase 3: joint'}
 
 
@@ -30,10 +32,16 @@ def save_grid(path, columns, titles, row_labels=None):
             if c == 0 and row_labels is not None:
                 ax.set_ylabel(row_labels[r], fontsize=7)
     fig.tight_layout(pad=0.3)
-    tmp = f'{path}.tmp.png'
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=100)
+
+
+def save_figure(fig, path, dpi):
+    """Write the figure as a PNG atomically and free it."""
+    try:
+        with atomic.replace(path, 'wb') as f:
+            fig.savefig(f, dpi=dpi, format='png')
+    finally:
+        plt.close(fig)
 
 
 def show_holes(images, masks):
@@ -73,7 +81,4 @@ def plot_losses(csv_path, png_path):
     axes[0, 0].legend(fontsize=7, loc='upper right')
     axes[-1, 0].set_xlabel('epoch')
     fig.tight_layout()
-    tmp = f'{png_path}.tmp.png'
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, png_path)
+    save_figure(fig, png_path, dpi=90)

@@ -21,33 +21,15 @@ import time
 
 import cli
 import config
-import data
 import numpy as np
 from tqdm import tqdm
 
-EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.gif')  # a GIF gives its first frame
+import atomic
+import data
+import errors
+import photos
+
 MAX_PIXELS = 100_000_000  # larger files are skipped rather than decoded into GBs of memory
-
-
-def find_images(src):
-    """Sorted paths of image files under src (recursive, symlinks followed).
-
-    A file reached twice (through a symlink or a directory loop) is listed once, so no
-    photo can land in both the train and the test split.
-    """
-    found, seen_dirs, seen_files = [], set(), set()
-    for root, subdirs, files in os.walk(src, followlinks=True):
-        subdirs.sort()
-        if os.path.realpath(root) in seen_dirs:
-            subdirs.clear()
-            continue
-        seen_dirs.add(os.path.realpath(root))
-        for name in sorted(files):
-            path = os.path.join(root, name)
-            if name.lower().endswith(EXTENSIONS) and os.path.realpath(path) not in seen_files:
-                seen_files.add(os.path.realpath(path))
-                found.append(path)
-    return sorted(found)
 
 
 def load_square(path):
@@ -55,7 +37,7 @@ def load_square(path):
 
     Returns: (uint8 [IMAGE_SIZE,IMAGE_SIZE,3] RGB, None) or (None, reason).
     """
-    import cv2  # imported here so worker processes start light
+    import cv2
     try:
         raw = np.fromfile(path, np.uint8)
     except OSError as error:
@@ -69,12 +51,7 @@ def load_square(path):
     h, w = img.shape[:2]
     if h * w > MAX_PIXELS:
         return None, f'too large ({w}x{h})'
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    img = img[top:top + side, left:left + side]
-    size = config.IMAGE_SIZE
-    img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if side > size else cv2.INTER_CUBIC)
-    return img[:, :, ::-1], None
+    return photos.square(img, config.IMAGE_SIZE)[:, :, ::-1], None
 
 
 def _init_worker(values):
@@ -86,12 +63,12 @@ def _load(path):
     return path, *load_square(path)
 
 
-def pick_images(paths, count, seed):
+def pick_images(paths, count):
     """Decode a random order of paths in parallel until `count` images are usable.
 
     Returns: (uint8 [<=count,S,S,3], {path: reason} of skipped files).
     """
-    order = np.random.RandomState(seed).permutation(len(paths))
+    order = data.stream('pick').permutation(len(paths))
     images, skipped = [], {}
     workers = max(1, min(os.cpu_count() or 1, len(paths) // 64 + 1))
     with multiprocessing.Pool(workers, _init_worker, (config.as_dict(),)) as pool, \
@@ -110,16 +87,8 @@ def pick_images(paths, count, seed):
 
 def save_npy(path, array):
     """Write atomically: an interrupted run leaves the old file or the new one, never a half."""
-    tmp = f'{path}.tmp.npy'
-    try:
-        with open(tmp, 'wb') as f:
-            np.save(f, array)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic.replace(path, 'wb') as f:
+        np.save(f, array)
 
 
 def write_dataset(images, source, skipped):
@@ -153,19 +122,19 @@ def main(argv):
         import synthetic
         count = config.NUM_IMAGES if args.demo < 0 else args.demo
         if count < 2:
-            raise cli.UserError(f'--demo {count}: need at least 2 images (one for each split)')
+            raise errors.UserError(f'--demo {count}: need at least 2 images (one for each split)')
         images, skipped, source = synthetic.faces(count, config.IMAGE_SIZE, config.SEED), {}, 'synthetic'
     else:
         src = args.src or config.IMAGE_DIR
         if not os.path.isdir(src):
-            raise cli.UserError(no_images_message(src))
-        paths = find_images(src)
+            raise errors.UserError(no_images_message(src))
+        paths = photos.find_images(src)
         if not paths:
-            raise cli.UserError(no_images_message(src))
-        images, skipped = pick_images(paths, config.NUM_IMAGES, config.SEED)
+            raise errors.UserError(no_images_message(src))
+        images, skipped = pick_images(paths, config.NUM_IMAGES)
         source = os.path.abspath(src)
         if len(images) < 2:
-            raise cli.UserError(no_images_message(src) + f' ({len(skipped)} files could not be read)')
+            raise errors.UserError(no_images_message(src) + f' ({len(skipped)} files could not be read)')
     meta = write_dataset(images, source, skipped)
     print(f'wrote {meta["train"]} train + {meta["test"]} test images of {config.IMAGE_SIZE}x'
           f'{config.IMAGE_SIZE} to {config.NPY_DIR}/ in {time.time() - start:.1f} s'

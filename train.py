@@ -10,16 +10,19 @@ Phase 3: both, until the epoch-mean d_loss < STOP_LOSS or MAX_EPOCH epochs in al
 """
 import argparse
 import csv
+import dataclasses
 import os
 import signal
 import time
 
 import cli
+import errors
 import config
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+import atomic
 import backup
 import data
 import network
@@ -70,15 +73,13 @@ class LossLog:
         self.writer.flush()
 
     def _write(self):
-        tmp = f'{self.csv}.tmp'
-        with open(tmp, 'w', newline='') as f:
+        with atomic.replace(self.csv, newline='') as f:
             writer = csv.DictWriter(f, LOSS_FIELDS)
             writer.writeheader()
             writer.writerows(self.rows)
-        os.replace(tmp, self.csv)
 
 
-class Diverged(cli.UserError):
+class Diverged(errors.UserError):
     pass
 
 
@@ -92,24 +93,36 @@ def diverged(what):
 
 def recalibration_feeds(model, images):
     """Fixed training batches with holes for re-estimating batch-norm statistics."""
-    rng = np.random.RandomState([config.SEED, 1])
+    rng = data.stream('recalibrate')
     for _ in range(config.BN_RECALIBRATE_BATCHES):
         index = rng.choice(len(images), config.BATCH_SIZE, replace=False)
         masks, _ = data.sample_holes(rng, config.BATCH_SIZE)
         yield model.feed(data.batch(images, index), masks)
 
 
-def run_epoch(sess, model, images, phase, epoch, first_step, interrupt, log, save):
+@dataclasses.dataclass
+class Run:
+    """What every epoch of one training run works with."""
+    sess: tf1.Session
+    model: network.Model
+    images: np.ndarray  # the training split, uint8 [N,S,S,3] (memory-mapped)
+    interrupt: Interrupt
+    log: LossLog
+    save: callable  # save() writes backup/latest and returns its path
+
+
+def run_epoch(run, phase, epoch, first_step):
     """Train one epoch (from batch `first_step` on); returns the mean of each loss."""
+    sess, model, images = run.sess, run.model, run.images
     size = config.BATCH_SIZE
     steps = len(images) // size
-    order = np.random.RandomState([config.SEED, epoch]).permutation(len(images))
+    order = data.stream('shuffle', epoch).permutation(len(images))
     totals, window, last_save = {}, {}, time.time()
     bar = tqdm(range(first_step, steps), initial=first_step, total=steps, unit='step',
                desc=f'phase {phase} epoch {epoch + 1}', dynamic_ncols=True)
     tick = time.time()
     for i in bar:
-        rng = np.random.RandomState([config.SEED, epoch, i])  # same batch after a resume
+        rng = data.stream('step', epoch, i)  # same batch after a resume
         batch = data.batch(images, order[i * size:(i + 1) * size], rng if config.FLIP else None)
         masks, corners = data.sample_holes(rng, size)
         _, losses = sess.run([model.train_ops[phase], model.losses[phase]],
@@ -124,12 +137,12 @@ def run_epoch(sess, model, images, phase, epoch, first_step, interrupt, log, sav
             means = {k: v / count for k, v in window.items()}
             speed = count * size / (time.time() - tick)
             bar.set_postfix({**{k: f'{v:.3g}' for k, v in means.items()}, 'img/s': f'{speed:.1f}'})
-            log.scalars(model.state(sess)[3], {**means, 'images_per_second': speed})
+            run.log.scalars(model.state(sess)[3], {**means, 'images_per_second': speed})
             window, tick = {}, time.time()
-        if interrupt.signal:
+        if run.interrupt.signal:
             break
         if i + 1 < steps and time.time() - last_save > config.SAVE_MINUTES * 60:  # the epoch end saves anyway
-            save()
+            run.save()
             last_save = time.time()
     bar.close()
     done = max(1, bar.n - first_step)
@@ -142,7 +155,7 @@ def train(sess, model, saver, finite, train_images, test_images, interrupt):
     log = LossLog(epoch)
     count = min(config.SAMPLE_COUNT, len(test_images))
     samples = np.asarray(test_images[:count])
-    sample_masks, _ = data.sample_holes(np.random.RandomState(config.SEED), count)
+    sample_masks, _ = data.sample_holes(data.stream('samples'), count)
 
     def save(name=backup.LATEST):
         if config.BN_RECALIBRATE_BATCHES:
@@ -156,6 +169,8 @@ def train(sess, model, saver, finite, train_images, test_images, interrupt):
 
     def set_phase(value):
         sess.run(model.set_phase, {model.phase_value: value})
+
+    run = Run(sess, model, train_images, interrupt, log, save)
 
     while True:
         phase, epoch, epoch_step, step = model.state(sess)
@@ -173,7 +188,7 @@ def train(sess, model, saver, finite, train_images, test_images, interrupt):
             print(f'stopped: reached MAX_EPOCH={config.MAX_EPOCH}; saved {save()}')
             return 0
         start = time.time()
-        means = run_epoch(sess, model, train_images, phase, epoch, epoch_step, interrupt, log, save)
+        means = run_epoch(run, phase, epoch, epoch_step)
         if interrupt.signal:
             print(f'saved {save()}; run python train.py to resume')
             return interrupt.exit_status()
@@ -203,12 +218,12 @@ def main(argv):
     parser.add_argument('--resume', metavar='CHECKPOINT', help='resume from this checkpoint prefix')
     args = parser.parse_args(config.parse_overrides(argv))
     if args.fresh and args.resume:
-        raise cli.UserError('--fresh and --resume exclude each other')
+        raise errors.UserError('--fresh and --resume exclude each other')
     train_images = data.load_images(data.npy_path('train'))
     test_images = data.load_images(data.npy_path('test'))
     if len(train_images) < config.BATCH_SIZE:
-        raise cli.UserError(f'{data.npy_path("train")} holds {len(train_images)} images, fewer than '
-                            f'BATCH_SIZE={config.BATCH_SIZE}; lower BATCH_SIZE or prepare more images')
+        raise errors.UserError(f'{data.npy_path("train")} holds {len(train_images)} images, fewer than '
+                               f'BATCH_SIZE={config.BATCH_SIZE}; lower BATCH_SIZE or prepare more images')
     os.makedirs(config.OUTPUT_DIR, exist_ok=True)
     lock = backup.lock()  # noqa: F841  held until the process ends
     partial = backup.remove_partial()
@@ -221,7 +236,7 @@ def main(argv):
     checkpoint = args.resume or backup.find()
     saved = backup.read_run_config()
     if checkpoint and saved:
-        backup.check_compatible(saved)
+        backup.check_compatible(saved, 'pass --{key}={saved!r} to resume, or --fresh to start a new run')
         changed = backup.changed_settings(saved)
         if changed:  # allowed (e.g. a smaller batch after running out of memory), but say so
             print(f'note: resuming with other settings than the saved run: {", ".join(changed)}')
@@ -251,9 +266,9 @@ def main(argv):
     try:
         return train(sess, model, saver, finite, train_images, test_images, interrupt)
     except tf.errors.ResourceExhaustedError:
-        raise cli.UserError(f'out of memory at BATCH_SIZE={config.BATCH_SIZE}: run python train.py '
-                            f'--BATCH_SIZE={max(1, config.BATCH_SIZE // 2)} (or lower it in config.py); '
-                            f'training resumes from the last save')
+        raise errors.UserError(f'out of memory at BATCH_SIZE={config.BATCH_SIZE}: run python train.py '
+                               f'--BATCH_SIZE={max(1, config.BATCH_SIZE // 2)} (or lower it in config.py); '
+                               f'training resumes from the last save')
 
 
 if __name__ == '__main__':

@@ -45,16 +45,16 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)  # the repo's modules, and its test.py before the standard library's test
+sys.path.insert(0, ROOT)  # the repo's modules
 
 import cli  # noqa: E402  (quiets TensorFlow's C++ logs before anything imports it)
+import atomic  # noqa: E402
 import config  # noqa: E402
 import data  # noqa: E402
-import matplotlib  # noqa: E402
-
-matplotlib.use('Agg')  # files only; works without a display
-import matplotlib.pyplot as plt  # noqa: E402
+import errors  # noqa: E402
 import numpy as np  # noqa: E402
+import plots  # noqa: E402  (sets matplotlib's file-only backend)
+from plots import plt  # noqa: E402
 
 RUNS_DIR = os.path.join(ROOT, 'experiments', 'runs')  # prepared arrays and one folder per run
 RESULTS_DIR = os.path.join(ROOT, 'experiments', 'results')  # NAME.json per run, quality.md
@@ -77,7 +77,7 @@ DEFAULTS = config.as_dict()  # eval applies each run's config.json on top of the
 
 def read_json(path, what):
     if not os.path.exists(path):
-        raise cli.UserError(f'{path} not found: {what}')
+        raise errors.UserError(f'{path} not found: {what}')
     with open(path) as f:
         return json.load(f)
 
@@ -138,8 +138,8 @@ def branch(source, root, backup_dir):
     key = key or (max(saved, key=saved.get) if saved else '')
     if key not in saved or not os.path.exists(os.path.join(root, parent, 'backup', f'{key}.index')):
         kept = [k for k in saved if os.path.exists(os.path.join(root, parent, 'backup', f'{k}.index'))]
-        raise cli.UserError(f'--from {source}: no checkpoint {key or "at all"} in {parent}; '
-                            f'it keeps {", ".join(kept) or "none"}')
+        raise errors.UserError(f'--from {source}: no checkpoint {key or "at all"} in {parent}; '
+                               f'it keeps {", ".join(kept) or "none"}')
     os.makedirs(backup_dir, exist_ok=True)
     for path in glob.glob(os.path.join(root, parent, 'backup', f'{key}.*')) + \
             [os.path.join(root, parent, 'backup', 'config.json')]:
@@ -149,24 +149,24 @@ def branch(source, root, backup_dir):
 
 def run(name, minutes, every, root, argv, source=None):
     if not re.fullmatch(r'[A-Za-z0-9][\w.-]*', name):
-        raise cli.UserError(f'run name {name!r}: use letters, digits, ".", "_" and "-"')
+        raise errors.UserError(f'run name {name!r}: use letters, digits, ".", "_" and "-"')
     if minutes <= 0 or every <= 0:
-        raise cli.UserError(f'--minutes {minutes} --every {every}: both must be > 0')
+        raise errors.UserError(f'--minutes {minutes} --every {every}: both must be > 0')
     rest = config.parse_overrides(argv)
     if rest:
-        raise cli.UserError(f'run: unexpected arguments {" ".join(rest)}; settings are --KEY=value')
+        raise errors.UserError(f'run: unexpected arguments {" ".join(rest)}; settings are --KEY=value')
     given = [arg[2:].partition('=')[0] for arg in argv]
     reserved = [key for key in given if key in RESERVED]
     if reserved:
-        raise cli.UserError(f'run sets {", ".join(RESERVED)} itself; drop --{reserved[0]}')
+        raise errors.UserError(f'run sets {", ".join(RESERVED)} itself; drop --{reserved[0]}')
     overrides = {key: getattr(config, key) for key in given}
     folder = os.path.join(root, name)
     if os.path.exists(os.path.join(folder, 'run.json')):
-        raise cli.UserError(f'{folder}/ already holds a run: pick another NAME or delete the folder')
+        raise errors.UserError(f'{folder}/ already holds a run: pick another NAME or delete the folder')
     npy = os.path.abspath(config.NPY_DIR) if 'NPY_DIR' in given else os.path.join(root, 'npy')
     if not os.path.exists(os.path.join(npy, 'x_train.npy')):
-        raise cli.UserError(f'no prepared images in {npy}/: run python experiments/quality.py prepare '
-                            f'--src ../shared/faces (or --demo 200 for synthetic faces) first')
+        raise errors.UserError(f'no prepared images in {npy}/: run python experiments/quality.py prepare '
+                               f'--src ../shared/faces (or --demo 200 for synthetic faces) first')
     backup_dir, output_dir = os.path.join(folder, 'backup'), os.path.join(folder, 'output')
     os.makedirs(folder, exist_ok=True)
     start_from = branch(source, root, backup_dir) if source else None
@@ -240,7 +240,7 @@ def run(name, minutes, every, root, argv, source=None):
     data.write_json(record_path, record)
     if reason is None and code not in (0, 130):
         last = next((line for line in reversed(lines) if line.startswith('error: ')), lines[-1] if lines else '')
-        raise cli.UserError(f'train.py stopped with exit status {code} ({last}); see {log_path}')
+        raise errors.UserError(f'train.py stopped with exit status {code} ({last}); see {log_path}')
     if not found:
         print(f'note: {name} saved no checkpoint: the budget ended before train.py finished starting '
               f'(or its first save); see {log_path}')
@@ -286,25 +286,24 @@ def evaluate_run(name, root, results_dir, limit, prune):
     backup_dir = os.path.join(folder, 'backup')
     found = checkpoints(backup_dir)
     if not found:
-        raise cli.UserError(f'no latest-STEP checkpoints in {backup_dir}/: the run saved nothing')
+        raise errors.UserError(f'no latest-STEP checkpoints in {backup_dir}/: the run saved nothing')
     # TensorFlow only here: prepare, run and report start without it, and run's parent holds no session.
     import tensorflow as tf
     import backup
     import evaluate
     import network
-    import test
     tf1 = tf.compat.v1
 
     config.set_values(DEFAULTS)
-    test.apply_run_config([f'--BACKUP_DIR={backup_dir}', f'--BATCH_SIZE={EVAL_BATCH}'])
+    backup.apply_run_config([f'--BACKUP_DIR={backup_dir}', f'--BATCH_SIZE={EVAL_BATCH}'])
     saved = backup.read_run_config(backup_dir)
     images = data.load_images(data.npy_path('test'))
-    all_masks, _ = test.fixed_holes(len(images))  # holes of the whole split, as test.py draws them
+    all_masks, _ = data.test_holes(len(images))  # holes of the whole split, as test.py draws them
     count = len(images) if limit is None else min(limit, len(images))
     truth, masks = np.asarray(images[:count]), all_masks[:count]
     masked = evaluate.hide_holes(truth, masks)  # the methods see only what a user has
     test_set = {'npy': shown_path(data.npy_path('test')), 'images': count, 'of': len(images),
-                'hole_seed': [config.SEED, test.HOLE_STREAM], 'IMAGE_SIZE': config.IMAGE_SIZE,
+                'hole_seed': [config.SEED, data.STREAMS['test_holes']], 'IMAGE_SIZE': config.IMAGE_SIZE,
                 'LOCAL_SIZE': config.LOCAL_SIZE, 'HOLE_MIN': config.HOLE_MIN, 'HOLE_MAX': config.HOLE_MAX}
     settings = {'batch_statistics_batch': STATS_BATCH}
     out_path = os.path.join(results_dir, f'{name}.json')
@@ -430,10 +429,7 @@ def draw(results, png):
                  f'{run["machine"]["cores"]} cores', fontsize=10)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(png)), exist_ok=True)
-    tmp = f'{png}.tmp.png'
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, png)
+    plots.save_figure(fig, png, dpi=100)
 
 
 def nearest(result, minute):
@@ -537,7 +533,7 @@ def against(results, name):
     """Markdown: every run at the checkpoint minutes of run NAME, with the difference to NAME."""
     reference = next((r for r in results if r['name'] == name), None)
     if reference is None:
-        raise cli.UserError(f'--against {name}: not among the runs of this report ({", ".join(r["name"] for r in results)})')
+        raise errors.UserError(f'--against {name}: not among the runs of this report ({", ".join(r["name"] for r in results)})')
     others = [r for r in results if r is not reference]
     # Only the minutes some other run reaches; the reference's own tail says nothing about the others.
     columns = [c for c in reference['checkpoints'] if any(nearest(r, c['minutes']) for r in others)]
@@ -566,15 +562,13 @@ def report(names, results_dir, png, reference=None):
     paths = ([os.path.join(results_dir, f'{n}.json') for n in names] if names
              else sorted(glob.glob(os.path.join(results_dir, '*.json'))))
     if not paths:
-        raise cli.UserError(f'no results in {results_dir}/: run python experiments/quality.py eval NAME first')
+        raise errors.UserError(f'no results in {results_dir}/: run python experiments/quality.py eval NAME first')
     results = [read_json(p, 'run python experiments/quality.py eval NAME first') for p in paths]
     text = tables(results) + (against(results, reference) if reference else '')
     draw(results, png)
     # The tables are named after the picture, so two reports (say quality.png, settings.png) can coexist.
     out = os.path.join(results_dir, f'{os.path.splitext(os.path.basename(png))[0]}.md')
-    with open(f'{out}.tmp', 'w') as f:
-        f.write(text)
-    os.replace(f'{out}.tmp', out)
+    atomic.write_text(out, text)
     print(f'{text}\nwrote {png} and {out}')
 
 
@@ -624,7 +618,7 @@ def main(argv):
         parser.error(f'unrecognized arguments: {" ".join(rest)}')
     if args.command == 'eval':
         if args.images is not None and args.images < 1:
-            raise cli.UserError(f'--images {args.images}: need at least 1')
+            raise errors.UserError(f'--images {args.images}: need at least 1')
         for name in args.names:
             evaluate_run(name, root, results_dir, args.images, args.prune)
         return 0

@@ -97,5 +97,5 @@ def test_main_skips_to_npy_without_photos_and_writes_the_table(restore_config, t
 
 
 def test_unknown_section_is_one_line_error(restore_config):
-    with pytest.raises(bench.cli.UserError, match='unknown section'):
+    with pytest.raises(bench.errors.UserError, match='unknown section'):
         bench.parse_args(['--only', 'speed'])

@@ -582,7 +582,7 @@ def test_to_npy_killed_anywhere_never_leaves_a_half_written_npy(tmp_path):
         """Send sig a few ms after x_train.npy's temp file appears (the write takes ~10-30 ms,
         so poll fast); False if the run finished first."""
         while proc.proc.poll() is None:
-            if 'x_train.npy.tmp.npy' in os.listdir(npy):
+            if any(n.startswith('.x_train.npy.') for n in os.listdir(npy)):  # atomic.replace's temp
                 time.sleep(rng.uniform(0, 0.004))
                 os.killpg(proc.pid, sig)
                 return True

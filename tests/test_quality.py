@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-import cli
+import cli  # noqa: F401  quiets TensorFlow logs as the scripts do
+import errors
 import config
 from conftest import ROOT, TINY, run_script
 
@@ -124,7 +125,7 @@ def quality():
     (['report'], ['no results', 'eval']),
 ])
 def test_bad_input_names_the_way_out(quality, tiny_config, tmp_path, args, words):
-    with pytest.raises((cli.UserError, config.ConfigError)) as error:
+    with pytest.raises((errors.UserError, config.ConfigError)) as error:
         quality.main([*args, f'--root={tmp_path}', f'--results={tmp_path}'])
     for word in words:
         assert word in str(error.value)
@@ -133,5 +134,5 @@ def test_bad_input_names_the_way_out(quality, tiny_config, tmp_path, args, words
 def test_a_name_is_used_once(quality, tiny_config, tmp_path):
     (tmp_path / 'x').mkdir()
     (tmp_path / 'x' / 'run.json').write_text('{}')
-    with pytest.raises(cli.UserError, match='already holds a run'):
+    with pytest.raises(errors.UserError, match='already holds a run'):
         quality.main(['run', 'x', '--minutes', '1', f'--root={tmp_path}'])

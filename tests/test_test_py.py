@@ -20,9 +20,12 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 import backup  # noqa: E402
 import cli  # noqa: E402
+import errors  # noqa: E402
 import config  # noqa: E402
 import data  # noqa: E402
 import evaluate  # noqa: E402
+import inference  # noqa: E402
+import photos  # noqa: E402
 import synthetic  # noqa: E402
 
 # Loaded from its path: `import test` could find Python's own test package instead.
@@ -46,7 +49,7 @@ def run(tmp_path_factory):
     """A tiny model trained through all three phases; its files under one temporary folder."""
     tmp = tmp_path_factory.mktemp('run')
     dirs = [f'--NPY_DIR={tmp}/npy', f'--BACKUP_DIR={tmp}/backup', f'--OUTPUT_DIR={tmp}/output']
-    made = run_cli('to_npy.py', '--demo', '60', '--TRAIN_RATIO=0.8', *TINY, *dirs)
+    made = run_cli('to_npy.py', '--demo', '200', '--TRAIN_RATIO=0.94', *TINY, *dirs)  # 188 + 12
     assert made.returncode == 0, made.stderr
     trained = run_cli('train.py', *TINY, *dirs, '--PRETRAIN_EPOCH=2', '--D_EPOCH=1', '--MAX_EPOCH=3',
                       '--BN_RECALIBRATE_BATCHES=2')
@@ -66,8 +69,8 @@ def keep_config():
 def nets(run):
     """Both checkpoints of `run`, restored once with the run's settings (kept while in use)."""
     saved = config.as_dict()
-    script.apply_run_config([f'--BACKUP_DIR={run}/backup'])
-    opened = script.Networks(script.find_checkpoints())
+    backup.apply_run_config([f'--BACKUP_DIR={run}/backup'])
+    opened = inference.Networks(inference.find_checkpoints())
     yield opened
     opened.close()
     config.set_values(saved)
@@ -258,7 +261,7 @@ def test_test_set_numbers_are_the_metrics_of_the_fixed_holes(run, tmp_path):
     assert not [f for f in os.listdir(out / 'test') if f.startswith('grid_')]
     rows = {r['method']: r for r in read_report(out)['rows']}
     truth = np.load(run / 'npy' / 'x_test.npy')
-    masks, _ = script.fixed_holes(len(truth))
+    masks, _ = data.test_holes(len(truth))
     pixel = data.to_uint8(data.mean_pixel(np.load(run / 'npy' / 'x_train.npy')))
     for name, filled in (('mean-pixel fill', evaluate.mean_fill(truth, masks, pixel)),
                          ('OpenCV Telea', evaluate.telea(evaluate.hide_holes(truth, masks), masks))):
@@ -268,7 +271,7 @@ def test_test_set_numbers_are_the_metrics_of_the_fixed_holes(run, tmp_path):
 
 def test_the_ground_truth_in_the_hole_changes_nothing(nets):
     truth = np.load(os.path.join(config.NPY_DIR, 'x_test.npy'))[:8]
-    masks, _ = script.fixed_holes(8)
+    masks, _ = data.test_holes(8)
     other = truth.copy()
     other[masks[..., 0] > 0] = 255 - other[masks[..., 0] > 0]
     names = [backup.PRETRAINED, backup.LATEST]
@@ -292,7 +295,7 @@ def test_one_checkpoint_is_said_and_shown(run, tmp_path, capsys):
         'completion + discriminator (batch statistics)']
     assert 'batch\'s statistics' in (out / 'test' / 'metrics.md').read_text()
     assert sorted(f for f in os.listdir(out / 'test') if f.startswith('grid_')) == ['grid_000.png']
-    with pytest.raises(cli.UserError, match='no pretrained checkpoint .* python train.py'):
+    with pytest.raises(errors.UserError, match='no pretrained checkpoint .* python train.py'):
         script.main([f'--BACKUP_DIR={only}', '--model', 'pretrained'])
 
 
@@ -321,12 +324,12 @@ def test_photo_options_keep_size_and_known_pixels_and_never_see_the_hole(nets, r
     hole = np.zeros((157, 203), bool)
     hole[100:130, 20:61] = True
     hole[0:9, 190:] = True  # touching the border, where the padding reflects
-    result = script.complete_photo(nets, backup.LATEST, image, hole, resize, blend)
+    result = inference.complete_photo(nets, backup.LATEST, image, hole, resize, blend)
     assert result.shape == image.shape and result.dtype == np.uint8
     assert (result[~hole] == image[~hole]).all()
     other = image.copy()
     other[hole] = 255 - other[hole]
-    assert (script.complete_photo(nets, backup.LATEST, other, hole, resize, blend) == result).all()
+    assert (inference.complete_photo(nets, backup.LATEST, other, hole, resize, blend) == result).all()
 
 
 def test_a_folder_of_photos_with_same_named_masks(run, tmp_path):
@@ -345,16 +348,16 @@ def test_a_folder_of_photos_with_same_named_masks(run, tmp_path):
     for name, (h, w) in sizes.items():
         assert read_png(out / f'{name}.png').shape == (h, w, 3)
     os.remove(tmp_path / 'masks' / 'b.png')
-    with pytest.raises(cli.UserError, match=r'no mask for .*b\.jpg .*expected b\.png'):
+    with pytest.raises(errors.UserError, match=r'no mask for .*b\.jpg .*expected b\.png'):
         script.main([f'--BACKUP_DIR={run}/backup', '--image', str(tmp_path / 'photos'),
                      '--mask', str(tmp_path / 'masks')])
 
 
 def test_box_instead_of_a_mask(nets):
     image = photo(45, 38)
-    hole = script.box_mask('5,6,10,12', image.shape)
+    hole = photos.box_mask('5,6,10,12', image.shape)
     assert hole.sum() == 10 * 12 and hole[6:18, 5:15].all()
-    result = script.complete_photo(nets, backup.PRETRAINED, image, hole, blend=True)
+    result = inference.complete_photo(nets, backup.PRETRAINED, image, hole, blend=True)
     assert result.shape == image.shape
     assert (result[~hole] == image[~hole]).all()
 
@@ -397,10 +400,10 @@ def inputs(tmp_path):
     (['--npy', '{t}/big.npy'], 'holds 64x64 images but IMAGE_SIZE=32'),
     (['--npy', '{t}/nope.npy'], 'nope.npy not found'),
     (['--blend'], '--blend: only with --image'),
-    (['--IMAGE_SIZE=64'], 'trained with IMAGE_SIZE=32; drop --IMAGE_SIZE=64'),
+    (['--IMAGE_SIZE=64'], 'trained with IMAGE_SIZE=32 but the config says IMAGE_SIZE=64; drop --IMAGE_SIZE=64'),
 ])
 def test_bad_input_is_one_clear_error(run, inputs, args, message):
     args = [a.format(t=inputs) for a in args]
-    with pytest.raises(cli.UserError, match=message) as error:
+    with pytest.raises(errors.UserError, match=message) as error:
         script.main([f'--BACKUP_DIR={run}/backup', *args])
     assert '\n' not in str(error.value)
