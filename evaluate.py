@@ -15,16 +15,27 @@ SSIM_K1, SSIM_K2 = 0.01, 0.03  # stabilising constants (Wang et al. 2004)
 TELEA_RADIUS = 3  # px around each hole pixel that cv2.inpaint looks at
 BLEND_PAD = 2  # px of reflected border, so a hole at the edge still gets a ring of known pixels
 
-# name, column title, True if higher is better
-METRICS = (('hole_l1', 'hole L1', False),
-           ('hole_psnr', 'hole PSNR (dB)', True),
-           ('psnr', 'PSNR (dB)', True),
-           ('ssim', 'SSIM', True))
-FORMATS = {'hole_l1': '{:.2f}', 'hole_psnr': '{:.2f}', 'psnr': '{:.2f}', 'ssim': '{:.4f}'}  # table cells
+SHARPNESS_FLOOR = 1.0  # gray levels: the truth's hole detail never counts as less (flat holes stay finite)
+GRAY = (0.299, 0.587, 0.114)  # RGB weights of the gray level (ITU-R BT.601)
+
+# name, column title, which value is best: 'higher', 'lower' or 'near 1'
+METRICS = (('hole_l1', 'hole L1', 'lower'),
+           ('hole_psnr', 'hole PSNR (dB)', 'higher'),
+           ('psnr', 'PSNR (dB)', 'higher'),
+           ('ssim', 'SSIM', 'higher'),
+           ('sharpness', 'sharpness', 'near 1'),
+           ('identity', 'identity distance', 'lower'))  # only with dlib installed (FaceIdentity)
+FORMATS = {'hole_l1': '{:.2f}', 'hole_psnr': '{:.2f}', 'psnr': '{:.2f}', 'ssim': '{:.4f}',
+           'sharpness': '{:.3f}', 'identity': '{:.4f}'}  # table cells
 LEGEND = ('Means over the test images. hole L1: mean absolute difference over the hole pixels, '
           '0-255, lower is better. hole PSNR: PSNR over the hole pixels, dB, higher is better. '
           'PSNR, SSIM: whole image (SSIM with an 11x11 Gaussian window, sigma 1.5, per RGB channel), '
-          'higher is better. Best value per column in bold.')
+          'higher is better. sharpness: the detail inside the hole (mean absolute gray-level '
+          'difference of neighbouring hole pixels) over the ground truth\'s; 1 = as detailed as the '
+          'real face, below 1 = blurred, above 1 = noisier; best is nearest 1. identity distance: '
+          'Euclidean distance between the dlib face-recognition embeddings of the completion and '
+          'of the ground truth (dlib calls < 0.6 the same person), lower is better. PSNR and L1 '
+          'reward a blurred fill; sharpness and identity do not. Best value per column in bold.')
 
 
 def _holes(masks):
@@ -91,23 +102,101 @@ def ssim(images, truth):
                      for a, b in zip(images, truth)])
 
 
-def measure(images, truth, masks):
-    """Every metric of METRICS: {name: float64 [N]}."""
-    return {'hole_l1': hole_l1(images, truth, masks), 'hole_psnr': hole_psnr(images, truth, masks),
-            'psnr': psnr(images, truth), 'ssim': ssim(images, truth)}
+def hole_detail(images, masks):
+    """Mean absolute gray-level difference of horizontally or vertically neighbouring pixels that
+    both lie in the hole, per image (nan if no such pair). The hole's border is left out, so a
+    seam with the known pixels does not count as detail."""
+    gray = np.asarray(images, np.float64) @ np.asarray(GRAY)
+    holes = _holes(masks)
+    total, pairs = np.zeros(len(gray)), np.zeros(len(gray))
+    for axis in (1, 2):
+        diff = np.abs(np.diff(gray, axis=axis))
+        inside = np.logical_and(holes[:, 1:] if axis == 1 else holes[:, :, 1:],
+                                holes[:, :-1] if axis == 1 else holes[:, :, :-1])
+        total += (diff * inside).sum(axis=(1, 2))
+        pairs += inside.sum(axis=(1, 2))
+    with np.errstate(invalid='ignore', divide='ignore'):
+        return total / pairs
+
+
+def sharpness(images, truth, masks):
+    """hole_detail of the completion over the ground truth's (at least SHARPNESS_FLOOR): 1 = as
+    detailed as the real face, < 1 blurred, > 1 noisier than it."""
+    return hole_detail(images, masks) / np.maximum(hole_detail(truth, masks), SHARPNESS_FLOOR)
+
+
+class FaceIdentity:
+    """Face-recognition distance with dlib's ResNet (128-d embeddings; < 0.6 is the same person).
+
+    The weights ship inside the package face_recognition_models (nothing is downloaded).
+    The images are face crops, so the face box is the whole frame; the 5 landmarks are found
+    on the ground truth and reused for the completion, so both are aligned the same way.
+    """
+    INSTALL = 'pip install -r requirements-eval.txt (dlib-bin, face_recognition_models)'
+
+    def __init__(self):
+        import dlib
+        import face_recognition_models as models
+        self._dlib = dlib
+        self._landmarks = dlib.shape_predictor(models.pose_predictor_five_point_model_location())
+        self._net = dlib.face_recognition_model_v1(models.face_recognition_model_location())
+
+    @classmethod
+    def load(cls):
+        """A FaceIdentity, or None when dlib or face_recognition_models is not installed."""
+        try:
+            return cls()
+        except ImportError:
+            return None
+
+    def reference(self, truth):
+        """What distance() compares against: the ground truth's landmarks and embeddings."""
+        shapes = []
+        for image in np.asarray(truth, np.uint8):
+            h, w = image.shape[:2]
+            shapes.append(self._landmarks(np.ascontiguousarray(image), self._dlib.rectangle(0, 0, w - 1, h - 1)))
+        return shapes, self._embed(truth, shapes)
+
+    def _embed(self, images, shapes):
+        return np.array([self._net.compute_face_descriptor(np.ascontiguousarray(image), shape)
+                         for image, shape in zip(np.asarray(images, np.uint8), shapes)])
+
+    def distance(self, images, reference):
+        """Embedding distance of each image to its ground truth (reference from reference()), [N]."""
+        shapes, truth = reference
+        return np.linalg.norm(self._embed(images, shapes) - truth, axis=1)
+
+
+def measure(images, truth, masks, identity=None, reference=None):
+    """Every metric of METRICS: {name: float64 [N]}; 'identity' only with a FaceIdentity and
+    its reference(truth)."""
+    values = {'hole_l1': hole_l1(images, truth, masks), 'hole_psnr': hole_psnr(images, truth, masks),
+              'psnr': psnr(images, truth), 'ssim': ssim(images, truth),
+              'sharpness': sharpness(images, truth, masks)}
+    if identity is not None:
+        values['identity'] = identity.distance(images, reference)
+    return values
+
+
+def _best(values, better):
+    if better == 'near 1':
+        return min(values, key=lambda v: abs(v - 1.0))
+    return max(values) if better == 'higher' else min(values)
 
 
 def table(rows):
-    """Markdown table of {method: {metric: mean}}, the best value per column in bold."""
+    """Markdown table of {method: {metric: mean}} over the METRICS the rows have, the best value
+    per column in bold."""
+    metrics = [m for m in METRICS if all(m[0] in r for r in rows.values())]
     best = {}
-    for key, _, higher in METRICS:
+    for key, _, better in metrics:
         values = [float(FORMATS[key].format(r[key])) for r in rows.values()]  # best as shown
-        best[key] = FORMATS[key].format(max(values) if higher else min(values))
-    lines = ['| method | ' + ' | '.join(title for _, title, _ in METRICS) + ' |',
-             '|---|' + '---:|' * len(METRICS)]
+        best[key] = FORMATS[key].format(_best(values, better))
+    lines = ['| method | ' + ' | '.join(title for _, title, _ in metrics) + ' |',
+             '|---|' + '---:|' * len(metrics)]
     for method, values in rows.items():
         cells = []
-        for key, _, _ in METRICS:
+        for key, _, _ in metrics:
             text = FORMATS[key].format(values[key])
             cells.append(f'**{text}**' if text == best[key] else text)
         lines.append(f'| {method} | ' + ' | '.join(cells) + ' |')

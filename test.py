@@ -70,8 +70,8 @@ def write_report(out_dir, npy, count, nets, names, means, extra):
     report = {'npy': npy, 'images': count, 'holes': {'seed': [config.SEED, data.STREAMS['test_holes']],
                                                      'min': config.HOLE_MIN, 'max': config.HOLE_MAX},
               'checkpoints': models,
-              'columns': {key: {'title': title, 'higher_is_better': higher}
-                          for key, title, higher in evaluate.METRICS},
+              'columns': {key: {'title': title, 'best': better}
+                          for key, title, better in evaluate.METRICS if key in next(iter(means.values()))},
               'rows': [{'method': m, **v} for m, v in means.items()],
               'batch_statistics_rows': [{'method': m, **v} for m, v in extra.items()]}
     data.write_json(os.path.join(out_dir, 'metrics.json'), report)
@@ -95,6 +95,9 @@ def run_test_set(nets, npy, max_grids, batch_stats):
     for old in glob.glob(os.path.join(out_dir, 'grid_*.png')):
         os.remove(old)  # a run on fewer images must not leave the previous run's grids behind
     titles = grid_titles(nets, names)
+    identity = evaluate.FaceIdentity.load()
+    if identity is None:
+        print(f'note: no identity column: {evaluate.FaceIdentity.INSTALL} adds it')
     sums = {}
     # Whole grids per chunk; the network still sees BATCH_SIZE images at a time.
     chunk = GRID_ROWS * math.ceil(config.BATCH_SIZE / GRID_ROWS)
@@ -103,9 +106,10 @@ def run_test_set(nets, npy, max_grids, batch_stats):
             truth = np.asarray(images[start:start + chunk])
             masks = all_masks[start:start + chunk]
             outputs = complete_batch(nets, names, truth, masks, pixel, batch_stats)
+            reference = identity.reference(truth) if identity else None
             for method, output in outputs.items():
                 totals = sums.setdefault(method, {})
-                for key, values in evaluate.measure(output, truth, masks).items():
+                for key, values in evaluate.measure(output, truth, masks, identity, reference).items():
                     totals[key] = totals.get(key, 0.0) + float(values.sum())
             for offset in range(0, len(truth), GRID_ROWS):
                 grid = (start + offset) // GRID_ROWS

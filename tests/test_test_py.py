@@ -232,26 +232,42 @@ def test_test_set_writes_grids_and_the_table(run, tmp_path, capsys):
     report = read_report(out)
     assert report['images'] == TEST_IMAGES
     assert [r['method'] for r in report['rows']] == MAIN_ROWS
-    keys = [key for key, _, _ in evaluate.METRICS]
-    assert list(report['columns']) == keys == ['hole_l1', 'hole_psnr', 'psnr', 'ssim']
+    keys = ['hole_l1', 'hole_psnr', 'psnr', 'ssim', 'sharpness']
+    keys += ['identity'] if evaluate.FaceIdentity.load() else []
+    assert list(report['columns']) == keys
     rows = {r['method']: r for r in report['rows']}
     # The networks must beat filling the hole with the mean colour on every column.
     for network_row in MAIN_ROWS[2:]:
         assert rows[network_row]['hole_l1'] < rows['mean-pixel fill']['hole_l1']
         for key in ('hole_psnr', 'psnr', 'ssim'):
             assert rows[network_row][key] > rows['mean-pixel fill'][key], (network_row, key)
+        # A flat fill has no detail at all; the network draws some.
+        assert rows['mean-pixel fill']['sharpness'] == 0 < rows[network_row]['sharpness']
 
     markdown = (out / 'test' / 'metrics.md').read_text()
-    assert '| method | hole L1 | hole PSNR (dB) | PSNR (dB) | SSIM |' in markdown
+    assert '| method | hole L1 | hole PSNR (dB) | PSNR (dB) | SSIM | sharpness |' in markdown
     assert markdown.split('| method |')[1] in printed  # the same table is printed
     table = [line for line in markdown.splitlines() if line.startswith('| ') and 'method' not in line]
     assert [line.split(' | ')[0][2:] for line in table] == MAIN_ROWS
-    for column, (key, _, higher) in enumerate(evaluate.METRICS, 1):
+    for column, key in enumerate(keys, 1):
         cells = [line.strip('| ').split(' | ')[column] for line in table]
         bold = [i for i, cell in enumerate(cells) if cell.startswith('**')]
         values = [r[key] for r in report['rows']]
-        best = max(values) if higher else min(values)
+        better = report['columns'][key]['best']
+        best = {'higher': max, 'lower': min}.get(better, lambda v: min(v, key=lambda x: abs(x - 1)))(values)
         assert bold and all(abs(values[i] - best) < 0.01 for i in bold), (key, cells)
+
+
+def test_without_dlib_one_line_says_so_and_the_identity_column_is_left_out(run, tmp_path, capsys,
+                                                                           monkeypatch):
+    monkeypatch.setattr(evaluate.FaceIdentity, 'load', classmethod(lambda cls: None))
+    out = tmp_path / 'out'
+    assert script.main([f'--BACKUP_DIR={run}/backup', f'--OUTPUT_DIR={out}', '--grids=0']) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith('note:')]
+    assert notes == [f'note: no identity column: {evaluate.FaceIdentity.INSTALL} adds it']
+    report = read_report(out)
+    assert list(report['columns']) == ['hole_l1', 'hole_psnr', 'psnr', 'ssim', 'sharpness']
+    assert all('identity' not in row for row in report['rows'])
 
 
 def test_test_set_numbers_are_the_metrics_of_the_fixed_holes(run, tmp_path):
