@@ -34,6 +34,7 @@ import datetime
 import glob
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import re
@@ -71,7 +72,9 @@ FILL_STRETCH = 1.5  # draw the mean-fill line only if it widens the value axis b
 NEAR_MINUTES = 5.0  # checkpoints of two runs this close count as "at equal minutes"
 PHASE_MARKERS = {1: 'o', 2: 's', 3: '^'}  # phase 4 (stop rule met) is drawn as phase 3
 CURVES = (('hole_psnr', 'hole PSNR (dB), higher is better'),
-          ('hole_l1', 'hole L1 (0-255), lower is better'))
+          ('hole_l1', 'hole L1 (0-255), lower is better'),
+          ('sharpness', 'sharpness, 1 = as detailed as the truth'),
+          ('identity', 'identity distance, lower is better'))  # drawn when measured (dlib installed)
 DEFAULTS = config.as_dict()  # eval applies each run's config.json on top of these
 
 
@@ -256,9 +259,9 @@ def means(values):
     return {key: float(np.mean(v)) for key, v in values.items()}
 
 
-def measure(evaluate, outputs, truth, masks, telea_psnr):
+def measure(evaluate, outputs, truth, masks, telea_psnr, identity=None, reference=None):
     """Mean of every metric, plus the share of images whose hole PSNR beats Telea's."""
-    values = evaluate.measure(outputs, truth, masks)
+    values = evaluate.measure(outputs, truth, masks, identity, reference)
     return {**means(values), 'beats_telea': float(np.mean(values['hole_psnr'] > telea_psnr))}
 
 
@@ -317,6 +320,10 @@ def evaluate_run(name, root, results_dir, limit, prune):
 
     telea = evaluate.telea(masked, masks)
     telea_psnr = evaluate.hole_psnr(telea, truth, masks)
+    identity = evaluate.FaceIdentity.load()  # dlib's embeddings: for the networks' fills, not batch stats
+    if identity is None:
+        print(f'note: no identity numbers: {evaluate.FaceIdentity.INSTALL} adds them')
+    faces = (identity, identity.reference(truth)) if identity else (None, None)
     print(f'{name}: {len(found)} checkpoints on {count} images of {test_set["npy"]} '
           f'(holes {config.HOLE_MIN}-{config.HOLE_MAX} px at {config.IMAGE_SIZE}x{config.IMAGE_SIZE})',
           flush=True)
@@ -336,25 +343,28 @@ def evaluate_run(name, root, results_dir, limit, prune):
                      'minutes': record.get('checkpoints', {}).get(key, saved_minute(path, record['start'])),
                      'phase': phase, 'epoch': epoch, 'step': step,
                      'images_seen': step * saved['BATCH_SIZE'],
-                     'moving_averages': measure(evaluate, filled, truth, masks, telea_psnr),
+                     'moving_averages': measure(evaluate, filled, truth, masks, telea_psnr, *faces),
                      'batch_statistics': measure(evaluate, stats, truth, masks, telea_psnr),
                      # The paper's post-processing, as test.py's "+ blending" rows.
                      'blended': measure(evaluate, evaluate.blend(masked, filled, masks), truth, masks,
-                                        telea_psnr)}
+                                        telea_psnr, *faces)}
             entries.append(entry)
             moving, batch = entry['moving_averages'], entry['batch_statistics']
             print(f'  {entry["minutes"]:7.2f} min  {key:>14}  phase {phase}  hole PSNR {moving["hole_psnr"]:6.2f} dB'
-                  f'  hole L1 {moving["hole_l1"]:6.2f}  SSIM {moving["ssim"]:.4f}  (batch statistics: '
+                  f'  hole L1 {moving["hole_l1"]:6.2f}  SSIM {moving["ssim"]:.4f}  sharpness '
+                  f'{moving["sharpness"]:.3f}  identity {moving.get("identity", math.nan):.4f}  (batch statistics: '
                   f'{batch["hole_psnr"]:6.2f} dB; blended: {entry["blended"]["hole_psnr"]:6.2f} dB, '
                   f'L1 {entry["blended"]["hole_l1"]:6.2f})', flush=True)
         pixel = data.to_uint8(sess.run(model.mean_pixel))  # the training mean saved with the weights
     finally:
         sess.close()
-    baselines = {MEAN_FILL: means(evaluate.measure(evaluate.mean_fill(masked, masks, pixel), truth, masks)),
-                 TELEA: means(evaluate.measure(telea, truth, masks))}
+    baselines = {MEAN_FILL: means(evaluate.measure(evaluate.mean_fill(masked, masks, pixel), truth, masks,
+                                                   *faces)),
+                 TELEA: means(evaluate.measure(telea, truth, masks, *faces))}
     for method, values in baselines.items():
         print(f'  {method:>31}  hole PSNR {values["hole_psnr"]:6.2f} dB  hole L1 {values["hole_l1"]:6.2f}  '
-              f'SSIM {values["ssim"]:.4f}')
+              f'SSIM {values["ssim"]:.4f}  sharpness {values["sharpness"]:.3f}  identity '
+              f'{values.get("identity", math.nan):.4f}')
     result = {'name': name, 'run': record, 'test_set': test_set, 'eval': settings,
               'config': {k: v for k, v in saved.items() if not k.endswith('_DIR')},
               'baselines': baselines, 'checkpoints': sorted(entries, key=lambda c: c['minutes'])}
@@ -378,23 +388,40 @@ def blended(checkpoint):
     return f'{checkpoint["blended"]["hole_psnr"]:.2f} / {checkpoint["blended"]["hole_l1"]:.2f}'
 
 
+def optional(values, key):
+    """A metric that results measured before it existed lack: 3 decimals, or a dash."""
+    return f'{values[key]:.3f}' if key in values else '–'
+
+
 def label(result):
     settings = {k: v for k, v in result['run']['overrides'].items() if k != 'NPY_DIR'}
     return ' '.join(f'{k}={v}' for k, v in settings.items()) or 'config.py defaults'
 
 
+def measured(results):
+    """The CURVES that every baseline and some checkpoint have (older results lack the newer metrics)."""
+    return [(key, title) for key, title in CURVES
+            if all(key in r['baselines'][TELEA] for r in results)
+            and any(key in c['moving_averages'] for r in results for c in r['checkpoints'])]
+
+
 def draw(results, png):
     baselines = results[0]['baselines']
-    fig, axes = plt.subplots(1, len(CURVES), figsize=(13, 4.8))
-    for ax, (key, title) in zip(axes, CURVES):
+    curves = measured(results)
+    rows = (len(curves) + 1) // 2
+    fig, axes = plt.subplots(rows, 2, figsize=(13, 4.4 * rows), squeeze=False)
+    for ax in axes.flat[len(curves):]:
+        ax.axis('off')
+    axes = axes.flat[:len(curves)]
+    for ax, (key, title) in zip(axes, curves):
         values = [baselines[TELEA][key]]
         for i, result in enumerate(results):
-            points = result['checkpoints']
+            points = [c for c in result['checkpoints'] if key in c['moving_averages']]
             x = [c['minutes'] for c in points]
             y = [c['moving_averages'][key] for c in points]
             values += y
             ax.plot(x, y, color=f'C{i % 10}', label=result['name'])
-            mixed = [(c['minutes'], c['blended'][key]) for c in points if 'blended' in c]
+            mixed = [(c['minutes'], c['blended'][key]) for c in points if key in c.get('blended', {})]
             if mixed:
                 ax.plot(*zip(*mixed), color=f'C{i % 10}', ls='-.', lw=1)
                 values += [v for _, v in mixed]
@@ -403,6 +430,9 @@ def draw(results, png):
                 if inside:
                     ax.scatter(*zip(*inside), color=f'C{i % 10}', marker=marker, s=18, zorder=3)
         ax.axhline(baselines[TELEA][key], color='k', ls='--', label=TELEA)
+        if key == 'sharpness':
+            ax.axhline(1.0, color='g', ls=':', lw=1)  # the ground truth's detail
+            values.append(1.0)
         # Mean fill is often far from the rest: stretching the axis to it would flatten the curves.
         low, high, fill = min(values), max(values), baselines[MEAN_FILL][key]
         if max(high, fill) - min(low, fill) <= FILL_STRETCH * (high - low):
@@ -417,12 +447,12 @@ def draw(results, png):
         ax.set_xlabel('minutes of training (wall clock)')
         ax.set_ylabel(title)
         ax.grid(alpha=0.3)
-    axes[-1].plot([], [], color='0.5', ls=':', label=MEAN_FILL)
+    axes[0].plot([], [], color='0.5', ls=':', label=MEAN_FILL)
     if any('blended' in c for r in results for c in r['checkpoints']):
-        axes[-1].plot([], [], color='0.3', ls='-.', lw=1, label='+ Poisson blending')
+        axes[0].plot([], [], color='0.3', ls='-.', lw=1, label='+ Poisson blending')
     for phase, marker in PHASE_MARKERS.items():
-        axes[-1].scatter([], [], color='0.3', marker=marker, s=18, label=f'phase {phase}')
-    axes[-1].legend(fontsize=7, loc='center left', bbox_to_anchor=(1.02, 0.5))
+        axes[0].scatter([], [], color='0.3', marker=marker, s=18, label=f'phase {phase}')
+    axes[0].legend(fontsize=7, loc='best')
     test_set, run = results[0]['test_set'], results[0]['run']
     fig.suptitle(f'{test_set["images"]} held-out images, one {test_set["HOLE_MIN"]}-{test_set["HOLE_MAX"]} px '
                  f'hole each, {test_set["IMAGE_SIZE"]}x{test_set["IMAGE_SIZE"]}; {run["machine"]["cpu"]}, '
@@ -453,8 +483,8 @@ def tables(results):
                   f'{results[0]["name"]}; their numbers do not compare.', '']
     lines += ['| run | settings | last checkpoint (min, phase) | images seen | hole PSNR (dB) | vs Telea | '
               'hole L1 | vs Telea | SSIM | best hole PSNR (dB, min) | hole PSNR, batch stats | '
-              'images better than Telea | + blending: hole PSNR / L1 | CPU cores used |',
-              '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+              'images better than Telea | + blending: hole PSNR / L1 | sharpness | identity | CPU cores used |',
+              '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
     closest = None
     for r in results:
         last = r['checkpoints'][-1]
@@ -467,10 +497,12 @@ def tables(results):
                      f'{last["images_seen"]:,} | {m["hole_psnr"]:.2f} | {gain:+.2f} | {m["hole_l1"]:.2f} | '
                      f'{drop:+.2f} | {m["ssim"]:.4f} | {best["moving_averages"]["hole_psnr"]:.2f} '
                      f'({best["minutes"]:.1f}) | {last["batch_statistics"]["hole_psnr"]:.2f} | '
-                     f'{100 * m["beats_telea"]:.0f} % | {blended(last)} | {r["run"].get("cpu_cores_used", "?")} |')
+                     f'{100 * m["beats_telea"]:.0f} % | {blended(last)} | {optional(m, "sharpness")} | '
+                     f'{optional(m, "identity")} | {r["run"].get("cpu_cores_used", "?")} |')
     for method, values in results[0]['baselines'].items():
         lines.append(f'| {method} | | | | {values["hole_psnr"]:.2f} | | {values["hole_l1"]:.2f} | | '
-                     f'{values["ssim"]:.4f} | | | | | |')
+                     f'{values["ssim"]:.4f} | | | | | {optional(values, "sharpness")} | '
+                     f'{optional(values, "identity")} | |')
     def beats(values):
         return values is not None and values['hole_psnr'] > telea['hole_psnr'] and values['hole_l1'] < telea['hole_l1']
 
@@ -488,7 +520,9 @@ def tables(results):
     lines += ['', 'hole PSNR, hole L1 (0-255) and SSIM as in test.py, means over the images, completion with '
               'the moving-average batch norm; "vs Telea" is the difference to OpenCV Telea; "batch stats" '
               f'normalises each batch of {STATS_BATCH} test images with its own statistics; "images better '
-              'than Telea" counts higher hole PSNR; "CPU cores used" is train.py\'s CPU time over its wall '
+              'than Telea" counts higher hole PSNR; sharpness is the detail in the hole over the ground '
+              'truth\'s (1 = as detailed), identity the distance of dlib face-recognition embeddings to the '
+              'ground truth\'s (see test.py\'s legend); "CPU cores used" is train.py\'s CPU time over its wall '
               'time (below the machine\'s cores: other load, or too little work to spread).']
 
     phases = []
@@ -538,22 +572,24 @@ def against(results, name):
     # Only the minutes some other run reaches; the reference's own tail says nothing about the others.
     columns = [c for c in reference['checkpoints'] if any(nearest(r, c['minutes']) for r in others)]
     lines = []
-    for key, title in CURVES:
+    for key, title in measured(results):
         lines += ['', f'{title.split(",")[0]} at about equal minutes (nearest checkpoint within '
                   f'{NEAR_MINUTES:g} minutes; in brackets the difference to {name}):', '',
                   '| run | settings | ' + ' | '.join(f'{c["minutes"]:.1f} min' for c in columns) + ' |',
                   '|---|---|' + '---:|' * len(columns)]
+        digits = 2 if key in ('hole_psnr', 'hole_l1') else 3
         lines.append(f'| {name} | {label(reference)} | '
-                     + ' | '.join(f'{c["moving_averages"][key]:.2f}' for c in columns) + ' |')
+                     + ' | '.join(f'{c["moving_averages"].get(key, math.nan):.{digits}f}' for c in columns) + ' |')
         for r in others:
             cells = []
             for ref in columns:
                 c = nearest(r, ref['minutes'])
-                if c is None:
+                if c is None or key not in c['moving_averages']:
                     cells.append('')
                 else:
                     value = c['moving_averages'][key]
-                    cells.append(f'{value:.2f} ({value - ref["moving_averages"][key]:+.2f})')
+                    change = value - ref['moving_averages'].get(key, math.nan)
+                    cells.append(f'{value:.{digits}f} ({change:+.{digits}f})')
             lines.append(f'| {r["name"]} | {label(r)} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'
 
