@@ -447,12 +447,17 @@ def draw(results, png):
         ax.set_xlabel('minutes of training (wall clock)')
         ax.set_ylabel(title)
         ax.grid(alpha=0.3)
-    axes[0].plot([], [], color='0.5', ls=':', label=MEAN_FILL)
+    key = axes[min(1, len(axes) - 1)]  # the legend goes right of the top row
+    handles, labels = axes[0].get_legend_handles_labels()
+    handles.append(key.plot([], [], color='0.5', ls=':')[0])
+    labels.append(MEAN_FILL)
     if any('blended' in c for r in results for c in r['checkpoints']):
-        axes[0].plot([], [], color='0.3', ls='-.', lw=1, label='+ Poisson blending')
+        handles.append(key.plot([], [], color='0.3', ls='-.', lw=1)[0])
+        labels.append('+ Poisson blending')
     for phase, marker in PHASE_MARKERS.items():
-        axes[0].scatter([], [], color='0.3', marker=marker, s=18, label=f'phase {phase}')
-    axes[0].legend(fontsize=7, loc='best')
+        handles.append(key.scatter([], [], color='0.3', marker=marker, s=18))
+        labels.append(f'phase {phase}')
+    key.legend(handles, labels, fontsize=7, loc='upper left', bbox_to_anchor=(1.02, 1.0))
     test_set, run = results[0]['test_set'], results[0]['run']
     fig.suptitle(f'{test_set["images"]} held-out images, one {test_set["HOLE_MIN"]}-{test_set["HOLE_MAX"]} px '
                  f'hole each, {test_set["IMAGE_SIZE"]}x{test_set["IMAGE_SIZE"]}; {run["machine"]["cpu"]}, '
