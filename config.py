@@ -19,6 +19,7 @@ SEED = 0  # seed for image picking, shuffling, holes and initial weights
 # --- model ---
 MASK_CHANNEL = True  # True: hole filled with the mean pixel + mask as a 4th input channel (paper); False: 3-channel x*(1-mask) (common TF1 code)
 ADVERSARIAL_G = True  # True: generator gets the adversarial gradient in phase 3 (paper); False: mse only
+LOCAL_CENTRED = True  # True: the local discriminator's patch is centred on the hole, clamped at the border (paper); False: anywhere that holds the hole
 BN_DECAY = 0.99  # moving-average decay of batch-norm statistics
 BN_EPSILON = 1e-3  # batch-norm variance epsilon
 BN_RECALIBRATE_BATCHES = 20  # batches used to re-estimate batch-norm statistics before each save (0: off)

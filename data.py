@@ -39,22 +39,31 @@ def stream(name, *index):
 
 
 def sample_holes(rng, count, size=None):
-    """Draw one rectangular hole per image inside a random local patch.
+    """Draw one rectangular hole per image and the local discriminator's patch around it.
 
     Args: rng, an np.random.RandomState; count images; size of the square
-    image (config.IMAGE_SIZE by default). Sides come from config.LOCAL_SIZE,
-    HOLE_MIN and HOLE_MAX.
+    image (config.IMAGE_SIZE by default). Hole sides come from HOLE_MIN and
+    HOLE_MAX, the hole lies anywhere in the image; the LOCAL_SIZE patch is
+    centred on it where the border allows (LOCAL_CENTRED, the paper) or put at
+    random anywhere it still holds the whole hole. The holes do not depend on
+    LOCAL_CENTRED, only the patches do.
     Returns: masks float32 [count,size,size,1] with 1 in the hole, and the
     patches' top-left corners int32 [count,2] as (y, x).
     """
     size = size or config.IMAGE_SIZE
     local = config.LOCAL_SIZE
-    corners = rng.randint(0, size - local + 1, size=(count, 2))
     sides = rng.randint(config.HOLE_MIN, config.HOLE_MAX + 1, size=(count, 2))
-    offsets = rng.randint(0, local - sides + 1)
+    tops = rng.randint(0, size - sides + 1)  # (y, x) of each hole
+    if config.LOCAL_CENTRED:
+        corners = np.clip(tops + sides // 2 - local // 2, 0, size - local)
+    else:
+        # Corners that keep the hole inside the patch and the patch inside the image.
+        low = np.maximum(0, tops + sides - local)
+        high = np.minimum(tops, size - local)
+        corners = low + (rng.rand(count, 2) * (high - low + 1)).astype(int)
     masks = np.zeros((count, size, size, 1), np.float32)
-    for mask, (py, px), (h, w), (oy, ox) in zip(masks, corners, sides, offsets):
-        mask[py + oy:py + oy + h, px + ox:px + ox + w] = 1.0
+    for mask, (y, x), (h, w) in zip(masks, tops, sides):
+        mask[y:y + h, x:x + w] = 1.0
     return masks, corners.astype(np.int32)
 
 

@@ -226,18 +226,38 @@ def test_save_restore_is_bit_identical(tiny_config, tmp_path):
 
 # --- data ---
 
-def test_holes_lie_inside_their_patch(tiny_config):
-    masks, corners = data.sample_holes(np.random.RandomState(3), 200)
-    assert masks.shape == (200, 32, 32, 1) and masks.dtype == np.float32
+@pytest.mark.parametrize('centred', [True, False])
+def test_holes_lie_inside_their_patch(tiny_config, centred):
+    config.set_values({'LOCAL_CENTRED': centred})
+    masks, corners = data.sample_holes(np.random.RandomState(3), 400)
+    assert masks.shape == (400, 32, 32, 1) and masks.dtype == np.float32
+    size, local, offsets = config.IMAGE_SIZE, config.LOCAL_SIZE, []
     for mask, (y, x) in zip(masks[..., 0], corners):
         rows, cols = np.nonzero(mask)
         h, w = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
         assert config.HOLE_MIN <= h <= config.HOLE_MAX and config.HOLE_MIN <= w <= config.HOLE_MAX
         assert mask.sum() == h * w  # one rectangle
-        assert y <= rows.min() and rows.max() < y + config.LOCAL_SIZE
-        assert x <= cols.min() and cols.max() < x + config.LOCAL_SIZE
-    again, _ = data.sample_holes(np.random.RandomState(3), 200)
+        assert 0 <= y <= size - local and 0 <= x <= size - local  # the patch fits the image
+        assert y <= rows.min() and rows.max() < y + local
+        assert x <= cols.min() and cols.max() < x + local
+        centre = np.array([rows.min() + h // 2, cols.min() + w // 2])
+        wanted = centre - local // 2
+        if centred:  # centred on the hole, moved only as far as the border demands
+            assert np.array_equal([y, x], np.clip(wanted, 0, size - local))
+        offsets.append(np.abs(np.array([y, x]) - np.clip(wanted, 0, size - local)).max())
+    if not centred:
+        assert max(offsets) >= 4  # the patch wanders around the hole
+    again, _ = data.sample_holes(np.random.RandomState(3), 400)
     assert np.array_equal(masks, again)
+
+
+def test_holes_do_not_depend_on_where_the_patch_goes(tiny_config):
+    """Test holes and training holes stay the same when only LOCAL_CENTRED changes."""
+    config.set_values({'LOCAL_CENTRED': True})
+    centred, _ = data.sample_holes(np.random.RandomState(5), 50)
+    config.set_values({'LOCAL_CENTRED': False})
+    anywhere, _ = data.sample_holes(np.random.RandomState(5), 50)
+    assert np.array_equal(centred, anywhere)
 
 
 def test_pixel_conversions_round_trip():
