@@ -117,7 +117,7 @@ def run_epoch(run, phase, epoch, first_step):
     size = config.BATCH_SIZE
     steps = len(images) // size
     order = data.stream('shuffle', epoch).permutation(len(images))
-    totals, window, last_save = {}, {}, time.time()
+    totals, window, in_window, last_save = {}, {}, 0, time.time()
     bar = tqdm(range(first_step, steps), initial=first_step, total=steps, unit='step',
                desc=f'phase {phase} epoch {epoch + 1}', dynamic_ncols=True)
     tick = time.time()
@@ -132,13 +132,13 @@ def run_epoch(run, phase, epoch, first_step):
                 raise diverged(f'{name} became {value} at epoch {epoch + 1} batch {i + 1} (phase {phase})')
             totals[name] = totals.get(name, 0.0) + float(value)
             window[name] = window.get(name, 0.0) + float(value)
+        in_window += 1  # a resumed epoch's first window is shorter than LOG_EVERY
         if (i + 1) % config.LOG_EVERY == 0 or i + 1 == steps:
-            count = (i - first_step) % config.LOG_EVERY + 1
-            means = {k: v / count for k, v in window.items()}
-            speed = count * size / (time.time() - tick)
+            means = {k: v / in_window for k, v in window.items()}
+            speed = in_window * size / (time.time() - tick)
             bar.set_postfix({**{k: f'{v:.3g}' for k, v in means.items()}, 'img/s': f'{speed:.1f}'})
             run.log.scalars(model.state(sess)[3], {**means, 'images_per_second': speed})
-            window, tick = {}, time.time()
+            window, in_window, tick = {}, 0, time.time()
         if run.interrupt.signal:
             break
         if i + 1 < steps and time.time() - last_save > config.SAVE_MINUTES * 60:  # the epoch end saves anyway
