@@ -18,7 +18,9 @@ Sections, numbered as the rows of the table:
             numpy crops, D fed through placeholders) against ours, with and without the
             adversarial term of G
  5 (train)  share of the step spent outside session.run: batch, holes, tqdm, logging
- 6 infer    Model.complete on one image, a batch, and one image 4x the side
+ 6 infer    Model(training=False).complete on one image, a batch, and one image 4x the
+            side, in float32 and bfloat16; the float32 floor (FLOPs / ceiling), the share
+            of the convolutions, and one image through the whole training graph
  7 memory   peak RSS of a fresh process per phase; TensorFlow's peak allocator bytes in
             one step (RunMetadata allocation records); the GPU estimate from them
  8 scale    phase-1 step time and allocator peak against batch size and image side
@@ -95,6 +97,7 @@ TARGETS = {
     'memory.rss.3': ('<=', 3.5e9 / GiB), 'memory.gpu': ('<=', 5e9 / GiB),
     'to_npy.ips': ('>=', 1000.0),
     'startup.seconds': ('<=', 30.0),
+    'infer.one.ms': ('<=', 50.0), 'infer.bf16.one.ms': ('<=', 50.0),
 }
 
 
@@ -132,11 +135,11 @@ def random_batch(rng, count, size):
     return images, masks, corners
 
 
-def build_model():
-    """network.Model in a fresh graph with initialised variables: (model, session)."""
+def build_model(**kwargs):
+    """network.Model(**kwargs) in a fresh graph with initialised variables: (model, session)."""
     with tf.Graph().as_default():
         tf1.set_random_seed(config.SEED)
-        model = network.Model()
+        model = network.Model(**kwargs)
         sess = network.make_session()
         sess.run(tf1.global_variables_initializer())
     return model, sess
@@ -510,17 +513,42 @@ def tf1_way(args, ctx):
 
 
 # ---------------------------------------------------------------- 6: infer
-def inference(args, ctx):
-    model, sess = main_model(ctx)
-    size, batch = config.IMAGE_SIZE, config.BATCH_SIZE
-    rng, rows = np.random.RandomState(config.SEED), []
+def completion_speed(args, precision):
+    """Rows of Model(training=False).complete at three sizes; op times of one traced 1-image run."""
+    size, batch, rows = config.IMAGE_SIZE, config.BATCH_SIZE, []
+    model, sess = build_model(training=False, bfloat16=precision == 'bfloat16')
+    rng, tag = np.random.RandomState(config.SEED), '' if precision == 'float32' else 'bf16.'
     for key, count, side in (('one', 1, size), ('batch', batch, size), ('large', 1, 4 * size)):
         images, masks, _ = random_batch(rng, count, side)
         seconds = median_seconds(lambda: model.complete(sess, images, masks), args.steps, args.warmup)
-        what = f'{count} image{"s" * (count > 1)} {side}x{side}'
-        rows += [Row(6, f'infer.{key}.ms', f'inference latency, {what}', 1000 * seconds, 'ms',
-                     'Model.complete: moving-average batch norm, uint8 in and out'),
-                 Row(6, f'infer.{key}.ips', f'inference throughput, {what}', count / seconds, 'images/s')]
+        what = f'{count} image{"s" * (count > 1)} {side}x{side}, {precision}'
+        rows += [Row(6, f'infer.{tag}{key}.ms', f'inference latency, {what}', 1000 * seconds, 'ms',
+                     'Model(training=False).complete, uint8 in and out'),
+                 Row(6, f'infer.{tag}{key}.ips', f'inference throughput, {what}', count / seconds, 'images/s')]
+    images, masks, _ = random_batch(rng, 1, size)
+    ops = time_by_op(traced_run(sess, model.output, model.feed(images, masks)))
+    sess.close()
+    return rows, ops
+
+
+def inference(args, ctx):
+    need(args, ctx, 'ceiling')
+    size = config.IMAGE_SIZE
+    rows, ops = completion_speed(args, 'float32')
+    rows += completion_speed(args, 'bfloat16')[0]
+    conv, total = sum(micros for kind, micros in ops.items() if 'Conv2D' in kind), sum(ops.values()) or 1
+    g_flops, _ = table_flops()
+    rows += [Row(6, 'infer.conv_share', 'convolutions\' share of the op time, 1 image, float32',
+                 100 * conv / total, '%', f'{conv / 1000:.1f} ms of {total / 1000:.1f} ms in one traced run; '
+                 f'batch norm and ReLU run inside them (fused)'),
+             Row(6, 'infer.floor.ms', f'float32 floor, 1 image {size}x{size}', 1000 * g_flops / ctx['ceiling'],
+                 'ms', f'{g_flops / 1e9:.1f} GFLOP (layer table) at the {ctx["ceiling"] / 1e9:.0f} GFLOP/s '
+                 f'convolution ceiling')]
+    model, sess = main_model(ctx)
+    images, masks, _ = random_batch(np.random.RandomState(config.SEED), 1, size)
+    seconds = median_seconds(lambda: model.complete(sess, images, masks), args.steps, args.warmup)
+    rows.append(Row(6, 'infer.full.ms', f'inference latency, 1 image {size}x{size}, whole training graph',
+                    1000 * seconds, 'ms', 'network.Model(): session.run already runs only what the fetch needs'))
     return rows
 
 

@@ -1,16 +1,17 @@
 """The completion network, the global + local context discriminators, their
-losses and training ops: one graph builder for train.py, test.py and bench.py.
+losses and training ops: one graph builder for train.py, test.py, bench.py
+and export.py.
 
 Layer tables follow Iizuka, Simo-Serra, Ishikawa, "Globally and Locally
 Consistent Image Completion", SIGGRAPH 2017, Tables 1-2, at 128x128.
 """
+import math
 import os
 
 import numpy as np
 import tensorflow as tf
 
 import config
-import data
 import layer
 
 tf1 = tf.compat.v1
@@ -39,6 +40,9 @@ GENERATOR = [
     ('conv', 3, 3, 1),      # -> [B,128,128,3], tanh
 ]
 
+# H and W must divide by the product of the strides, for the deconvolutions to undo them.
+SIZE_STEP = math.prod(arg for kind, _, _, arg in GENERATOR if kind == 'conv')
+
 # Discriminator branches: channels of the 5x5 stride-2 convolutions, each + BN + ReLU.
 GLOBAL_CONVS = [64, 128, 256, 512, 512]  # whole image [B,128,128,3] -> [B,4,4,512]
 LOCAL_CONVS = [64, 128, 256, 512]        # local patch [B,64,64,3] -> [B,4,4,512]
@@ -49,16 +53,30 @@ def _bn_relu(x, training, name, decay):
     return tf.nn.relu(layer.batch_norm(x, training, name, decay, config.BN_EPSILON))
 
 
+def _cast_weights(dtype):
+    """A variable getter that hands the layers their weights and biases in `dtype`.
+
+    The variables stay float32, so every checkpoint restores; batch norm keeps its
+    float32 parameters, which its fused kernel takes for bfloat16 input too.
+    """
+    def cast(getter, name, *args, **kwargs):
+        variable = getter(name, *args, **kwargs)
+        return tf.cast(variable, dtype) if name.endswith(('/w', '/b')) else variable
+    return cast
+
+
 def generator(x, training, decay=None):
     """Completion network.
 
-    Args: x [B,H,W,4] (image with hole filled + mask) or [B,H,W,3]; H, W divisible
-    by 4. training: use batch statistics (and create their update ops that
-    move the averages by 1 - decay; config.BN_DECAY by default).
-    Returns: [B,H,W,3] in [-1, 1].
+    Args: x [B,H,W,4] (image with hole filled + mask) or [B,H,W,3], float32 or
+    bfloat16 (computed in that type); H, W divisible by 4. training: use batch
+    statistics (and create their update ops that move the averages by
+    1 - decay; config.BN_DECAY by default).
+    Returns: [B,H,W,3] in [-1, 1], of x's type.
     """
     decay = config.BN_DECAY if decay is None else decay
-    with tf1.variable_scope('generator', reuse=tf1.AUTO_REUSE):
+    getter = None if x.dtype == tf.float32 else _cast_weights(x.dtype)
+    with tf1.variable_scope('generator', reuse=tf1.AUTO_REUSE, custom_getter=getter):
         for i, (kind, channels, kernel, arg) in enumerate(GENERATOR, 1):
             name = f'{kind}{i}'
             last = i == len(GENERATOR)
@@ -114,16 +132,50 @@ def _bce(logits, label):
         labels=tf.fill(tf.shape(logits), label), logits=logits))
 
 
-class Model:
-    """The whole graph. Feed `images` (uint8), `masks` and `corners`; run a
-    `train_ops[phase]` (one session.run per step) or fetch `completion`."""
+def _to_float(images):
+    """data.to_float inside the graph: uint8 [0, 255] -> float32 [-1, 1]."""
+    return tf.cast(images, tf.float32) / 127.5 - 1.0
 
-    def __init__(self):
-        size, local = config.IMAGE_SIZE, config.LOCAL_SIZE
+
+def _to_uint8(images):
+    """data.to_uint8 inside the graph (round half to even, like np.rint): [-1, 1] -> uint8."""
+    return tf.cast(tf.clip_by_value(tf.round((images + 1.0) * 127.5), 0.0, 255.0), tf.uint8)
+
+
+def _keep_known(raw, x, masks):
+    """The completion: the network's pixels in the hole, the input's everywhere else."""
+    return raw * masks + x * (1.0 - masks)
+
+
+class Model:
+    """One graph, built for one job.
+
+    Model() is train.py's: feed `images` (uint8), `masks` and `corners`; run a
+    `train_ops[phase]` (one session.run per step).
+    Model(training=False) is the completion network, its input and the saved state only
+    (test.py, export.py): feed `images` and `masks`, fetch `output` or call complete().
+    A Saver over `variables` restores either from any checkpoint train.py wrote.
+    """
+
+    def __init__(self, training=True, batch_stats=False, bfloat16=False):
+        """Args: training: also build the discriminators, the losses and both optimizers.
+        batch_stats: with training=False, also build `output_batch_stats` (training has it).
+        bfloat16: run the inference network in bfloat16 (faster on CPUs with bfloat16
+        instructions, BENCHMARKS.md); the variables stay float32.
+        """
+        self._build_input_and_state()
+        self._build_inference(tf.bfloat16 if bfloat16 else tf.float32)
+        if training:
+            self._build_training()
+        elif batch_stats:
+            raw = generator(generator_input(self.x, self.masks, self.mean_pixel), training=True)
+            self.output_batch_stats = _to_uint8(_keep_known(raw, self.x, self.masks))
+        self.variables = tf1.global_variables()
+
+    def _build_input_and_state(self):
+        """Images and holes to feed, and the non-weight variables every checkpoint holds."""
         self.images = tf1.placeholder(tf.uint8, [None, None, None, 3], 'images')
         self.masks = tf1.placeholder(tf.float32, [None, None, None, 1], 'masks')
-        self.corners = tf1.placeholder(tf.int32, [None, 2], 'corners')
-        self.bn_decay = tf1.placeholder_with_default(config.BN_DECAY, [], 'bn_decay')
         with tf1.variable_scope('state'):
             self.mean_pixel = tf1.get_variable('mean_pixel', [3], trainable=False,
                                                initializer=tf1.zeros_initializer())
@@ -132,28 +184,46 @@ class Model:
             self.epoch_step = self._counter('epoch_step', tf.int64)
             self.phase = tf1.get_variable('phase', [], tf.int32, trainable=False,
                                           initializer=tf1.constant_initializer(1))
-        x = tf.cast(self.images, tf.float32) / 127.5 - 1.0  # data.to_float, inside the graph
+        self.x = _to_float(self.images)
 
-        # Inference: moving-average statistics, any image size divisible by 4.
-        raw = generator(generator_input(x, self.masks, self.mean_pixel), training=False)
-        self.completion = raw * self.masks + x * (1.0 - self.masks)
-        # Training: batch statistics at the configured size.
-        x = tf.ensure_shape(x, [None, size, size, 3])
+    def _build_inference(self, dtype):
+        """Moving-average statistics, any image size divisible by 4; float32 and uint8 out."""
+        net_input = tf.cast(generator_input(self.x, self.masks, self.mean_pixel), dtype)
+        raw = tf.cast(generator(net_input, training=False), tf.float32)
+        self.completion = _keep_known(raw, self.x, self.masks)
+        self.output = _to_uint8(self.completion)
+
+    def _build_training(self):
+        """Batch statistics at the configured size, the discriminators, the losses, the train ops."""
+        size = config.IMAGE_SIZE
+        self.corners = tf1.placeholder(tf.int32, [None, 2], 'corners')
+        self.bn_decay = tf1.placeholder_with_default(config.BN_DECAY, [], 'bn_decay')
+        x = tf.ensure_shape(self.x, [None, size, size, 3])
         masks = tf.ensure_shape(self.masks, [None, size, size, 1])
-        raw = generator(generator_input(x, masks, self.mean_pixel), training=True,
-                        decay=self.bn_decay)
+        raw = generator(generator_input(x, masks, self.mean_pixel), training=True, decay=self.bn_decay)
         self.g_bn_updates = tf1.get_collection(tf1.GraphKeys.UPDATE_OPS, 'generator')
-        fake = raw * masks + x * (1.0 - masks)
-        self.completion_batch_stats = fake
+        fake = _keep_known(raw, x, masks)
+        self.output_batch_stats = _to_uint8(fake)
         self.mse = tf.reduce_mean(masks * tf.square(fake - x))
 
+        local = config.LOCAL_SIZE
         real_logits = discriminator(x, crop_local(x, self.corners, local))
         fake_logits = discriminator(fake, crop_local(fake, self.corners, local))
         d_bn_updates = tf1.get_collection(tf1.GraphKeys.UPDATE_OPS, 'discriminator')
         self.d_loss = config.ALPHA * (_bce(real_logits, 1.0) + _bce(fake_logits, 0.0))
         self.g_adv = _bce(fake_logits, 1.0)
         self.g_loss = self.mse + config.ALPHA * self.g_adv if config.ADVERSARIAL_G else self.mse
+        self.losses = {1: {'mse': self.mse},
+                       2: {'mse': self.mse, 'd_loss': self.d_loss},
+                       3: {'mse': self.mse, 'd_loss': self.d_loss, 'g_adv': self.g_adv}}
+        self._build_train_ops(d_bn_updates)
 
+    def _build_train_ops(self, d_bn_updates):
+        """Both optimizers, one train op per phase, and the ops train.py sets the state with.
+
+        The optimizers are applied G first, D second: that order names Adam's
+        beta1_power (G) and beta1_power_1 (D) in every checkpoint.
+        """
         g_vars = tf1.trainable_variables('generator')
         d_vars = tf1.trainable_variables('discriminator')
         g_opt = tf1.train.AdamOptimizer(config.LEARNING_RATE, config.BETA1, name='g_adam')
@@ -172,9 +242,6 @@ class Model:
             with tf.control_dependencies(ops):
                 self.train_ops[phase] = tf.group(self.step.assign_add(1),
                                                  self.epoch_step.assign_add(1))
-        self.losses = {1: {'mse': self.mse},
-                       2: {'mse': self.mse, 'd_loss': self.d_loss},
-                       3: {'mse': self.mse, 'd_loss': self.d_loss, 'g_adv': self.g_adv}}
         self.next_epoch = tf.group(self.epoch.assign_add(1), self.epoch_step.assign(0))
         self.phase_value = tf1.placeholder(tf.int32, [], 'phase_value')
         self.set_phase = self.phase.assign(self.phase_value)
@@ -202,10 +269,10 @@ class Model:
         batch_stats: normalise with each batch's statistics instead of the moving averages.
         """
         out = np.empty(images.shape, np.uint8)
-        fetch = self.completion_batch_stats if batch_stats else self.completion
+        fetch = self.output_batch_stats if batch_stats else self.output
         for i in range(0, len(images), config.BATCH_SIZE):
             part = slice(i, i + config.BATCH_SIZE)
-            out[part] = data.to_uint8(sess.run(fetch, self.feed(images[part], masks[part])))
+            out[part] = sess.run(fetch, self.feed(images[part], masks[part]))
         return out
 
     def recalibrate(self, sess, feeds):

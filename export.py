@@ -1,0 +1,189 @@
+"""Write the completion network as a TensorFlow SavedModel, for TF2 code and TensorFlow Serving.
+
+    python export.py                        # backup/latest -> output/export/1/
+    python export.py --model pretrained     # the checkpoint of the end of phase 1
+    python export.py --out models/glcic/2   # TensorFlow Serving serves the highest number
+    python export.py --overwrite            # replace the earlier export in --out
+    python export.py --bfloat16             # compute in bfloat16 (BENCHMARKS.md: speed, error)
+
+Its signature 'serving_default' takes images uint8 [N,H,W,3] and masks uint8 [N,H,W,1]
+(above 127 = hole, as in test.py's mask files), H and W divisible by 4, and returns
+'completion' uint8 [N,H,W,3] with the known pixels unchanged. The weights, the training
+set's mean pixel and the batch-norm averages are constants in its graph, so loading it
+needs TensorFlow only, not this repository. The architecture comes from
+BACKUP_DIR/config.json, as in test.py.
+"""
+import argparse
+import os
+import shutil
+
+import cli
+import config
+import tensorflow as tf
+
+import backup
+import network
+
+tf1 = tf.compat.v1
+SIGNATURE = 'serving_default'  # the name TensorFlow Serving and tf.saved_model.load callers look up
+HOLE_ABOVE = 127  # mask values above this are the hole, as test.py reads mask images
+
+
+def apply_run_config(argv):
+    """Apply BACKUP_DIR/config.json, then the command line on top; return the other arguments."""
+    config.parse_overrides(argv)  # first pass: learn BACKUP_DIR, reject unknown keys early
+    saved = backup.read_run_config()
+    if saved is None:
+        return config.parse_overrides(argv)
+    saved = {k: v for k, v in saved.items() if k in config.keys() and k != 'BACKUP_DIR'}
+    config.set_values(saved)
+    rest = config.parse_overrides(argv)
+    for key in config.ARCHITECTURE_KEYS:
+        if key in saved and saved[key] != getattr(config, key):
+            raise cli.UserError(f'the model in {config.BACKUP_DIR}/ was trained with {key}={saved[key]!r}; '
+                                f'drop --{key}={getattr(config, key)!r}')
+    return rest
+
+
+def find_checkpoint(which):
+    """Path of the `which` checkpoint; by default latest, else pretrained."""
+    for name in [which] if which else [backup.LATEST, backup.PRETRAINED]:
+        path = backup.find(name)
+        if path:
+            return path
+    what = f'no {which} checkpoint' if which else 'no trained model'
+    raise cli.UserError(f'{what} in {config.BACKUP_DIR}/: train first with python train.py '
+                        f'(e.g. python to_npy.py --demo 200 && python train.py)')
+
+
+def check_out(out, overwrite):
+    """Refuse to replace anything but an earlier export, and that only with --overwrite."""
+    if not os.path.lexists(out):
+        return
+    if not overwrite:
+        parent, name = os.path.split(os.path.normpath(out))
+        other = os.path.join(parent, str(int(name) + 1)) if name.isdigit() else f'{out}-2'
+        raise cli.UserError(f'{out} exists; pass --overwrite to replace it, or write a new version '
+                            f'with --out {other}')
+    if not os.path.isfile(os.path.join(out, 'saved_model.pb')):
+        raise cli.UserError(f'{out} is not an earlier export (no saved_model.pb in it); not replacing '
+                            f'it: choose another --out')
+
+
+def frozen_network(checkpoint, bfloat16):
+    """Model(training=False) with the checkpoint's values as constants.
+
+    Returns: (GraphDef, names of its images and masks placeholders, name of its uint8
+    output, (phase, epoch, epoch_step, step) of the checkpoint).
+    """
+    with tf.Graph().as_default():
+        model = network.Model(training=False, bfloat16=bfloat16)
+        saver = tf1.train.Saver(model.variables)
+        with network.make_session() as sess:
+            backup.restore(sess, saver, checkpoint)
+            state = model.state(sess)
+            frozen = tf1.graph_util.convert_variables_to_constants(
+                sess, sess.graph.as_graph_def(), [model.output.op.name])
+    return frozen, (model.images.name, model.masks.name), model.output.name, state
+
+
+def serving_graph(frozen, input_names, output_name):
+    """uint8 images and masks, checked, into the frozen network: (graph, inputs, outputs)."""
+    graph = tf.Graph()
+    with graph.as_default():
+        images = tf1.placeholder(tf.uint8, [None, None, None, 3], 'images')
+        masks = tf1.placeholder(tf.uint8, [None, None, None, 1], 'masks')
+        shape = tf.shape(images)
+        step = network.SIZE_STEP
+        # Checked here, since the network would fail later with a message about its layers.
+        checks = [tf.debugging.assert_equal(shape[1:3] % step, 0, message=f'images: height and width '
+                                            f'must be divisible by {step}; pad them'),
+                  tf.debugging.assert_equal(tf.shape(masks)[:3], shape[:3], message='masks: need '
+                                            '[N,H,W,1] with the N, H and W of images')]
+        with tf.control_dependencies(checks):
+            holes = tf.cast(masks > HOLE_ABOVE, tf.float32)
+            checked = tf.identity(images)
+        completion, = tf.import_graph_def(frozen, {input_names[0]: checked, input_names[1]: holes},
+                                          [output_name], name='glcic')
+    return graph, {'images': images, 'masks': masks}, {'completion': completion}
+
+
+def _fsync_tree(folder):
+    """Flush every file to disk, so a power cut after the rename cannot leave empty files."""
+    for root, _, files in os.walk(folder):
+        for name in files:
+            with open(os.path.join(root, name), 'rb') as f:
+                os.fsync(f.fileno())
+
+
+def write(graph, inputs, outputs, out):
+    """Write the SavedModel under a temporary name next to `out`, then rename it into place."""
+    parent, name = os.path.split(os.path.abspath(out))
+    tmp = os.path.join(parent, f'.{name}.partial-{os.getpid()}')
+    old = os.path.join(parent, f'.{name}.replaced-{os.getpid()}')
+    try:
+        os.makedirs(parent, exist_ok=True)
+        for leftover in (tmp, old):  # of an earlier process that had this pid and was killed
+            shutil.rmtree(leftover, ignore_errors=True)
+        os.mkdir(tmp)
+    except OSError as error:
+        raise cli.UserError(f'cannot write to {parent}/ ({error.strerror}); choose another --out')
+    try:
+        builder = tf1.saved_model.Builder(tmp)
+        signature = tf1.saved_model.predict_signature_def(inputs, outputs)
+        with tf1.Session(graph=graph) as sess:
+            builder.add_meta_graph_and_variables(sess, [tf1.saved_model.SERVING],
+                                                 signature_def_map={SIGNATURE: signature},
+                                                 strip_default_attrs=True)
+        builder.save()
+        _fsync_tree(tmp)
+        replacing = os.path.lexists(out)  # an earlier export and --overwrite, as check_out made sure
+        if replacing:
+            os.replace(out, old)
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            if replacing:
+                os.replace(old, out)
+            raise
+    except (OSError, tf.errors.OpError) as error:
+        raise cli.UserError(f'could not write {out} ({str(error).splitlines()[0]}); nothing was changed')
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful rename
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def folder_bytes(folder):
+    return sum(os.path.getsize(os.path.join(root, name))
+               for root, _, files in os.walk(folder) for name in files)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split('\n\n', 1)[1])
+    parser.add_argument('--model', choices=[backup.PRETRAINED, backup.LATEST],
+                        help='checkpoint to export (default: latest, else pretrained)')
+    parser.add_argument('--out', help='folder to create (default OUTPUT_DIR/export/1)')
+    parser.add_argument('--overwrite', action='store_true', help='replace an earlier export in --out')
+    parser.add_argument('--bfloat16', action='store_true',
+                        help='compute in bfloat16: faster on CPUs with AVX512_BF16 or AMX, a few levels off')
+    return parser.parse_args(argv)
+
+
+def main(argv):
+    args = parse_args(apply_run_config(argv))
+    out = args.out or os.path.join(config.OUTPUT_DIR, 'export', '1')
+    checkpoint = find_checkpoint(args.model)
+    check_out(out, args.overwrite)
+    frozen, input_names, output_name, (phase, epoch, _, step) = frozen_network(checkpoint, args.bfloat16)
+    write(*serving_graph(frozen, input_names, output_name), out)
+    print(f'wrote {out} ({folder_bytes(out) / 2**20:.1f} MiB): the completion network of {checkpoint} '
+          f'(epoch {epoch}, phase {phase}, step {step}), {"bfloat16" if args.bfloat16 else "float32"}, '
+          f'MASK_CHANNEL={config.MASK_CHANNEL}')
+    print(f"use: tf.saved_model.load('{out}').signatures['{SIGNATURE}'](images=..., masks=...)['completion']")
+    return 0
+
+
+if __name__ == '__main__':
+    cli.run(main)

@@ -1,0 +1,180 @@
+"""export.py: a SavedModel that plain TensorFlow 2 loads without this repository and that
+completes bit for bit as test.py does; it never replaces anything unasked."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import backup
+import config
+import data
+import network
+import synthetic
+from conftest import ROOT, TINY, run_script
+
+tf1 = tf.compat.v1
+
+# Loaded from its path: `import test` could find Python's own test package instead.
+_spec = importlib.util.spec_from_file_location('glcic_test_script', os.path.join(ROOT, 'test.py'))
+test_py = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(test_py)
+
+# Run by a Python that does not see this repository (-I: no script folder, no PYTHONPATH,
+# started in another folder): loads the export and writes what it returns.
+LOADER = r'''
+import importlib.util, json, sys
+import numpy as np
+import tensorflow as tf
+assert importlib.util.find_spec('network') is None, 'the repository is importable'
+export, inputs, outputs = sys.argv[1:4]
+loaded = tf.saved_model.load(export)
+complete = loaded.signatures['serving_default']
+given = np.load(inputs)
+results, errors = {}, {}
+for name in ('square', 'odd', 'grey_128', 'grey_127'):
+    out = complete(images=tf.constant(given[name + '_images']), masks=tf.constant(given[name + '_masks']))
+    results[name] = out['completion'].numpy()
+for name in ('not_divisible', 'mask_size'):
+    try:
+        complete(images=tf.constant(given[name + '_images']), masks=tf.constant(given[name + '_masks']))
+    except tf.errors.InvalidArgumentError as error:
+        errors[name] = error.message
+np.savez(outputs, **results)
+print(json.dumps({'signatures': list(loaded.signatures),
+                  'inputs': {k: [v.dtype.name, v.shape.as_list()]
+                             for k, v in complete.structured_input_signature[1].items()},
+                  'outputs': {k: [v.dtype.name, v.shape.as_list()]
+                              for k, v in complete.structured_outputs.items()},
+                  'errors': errors}))
+'''
+
+
+def errors(result):
+    """The `error:` lines of a script's stderr (TensorFlow may print notices around them)."""
+    assert 'Traceback' not in result.stderr, result.stderr
+    return [line for line in result.stderr.splitlines() if line.startswith('error:')]
+
+
+def load_in_plain_tf2(export, inputs, tmp_path):
+    """Run LOADER on `export` with the arrays of `inputs`: (outputs, what it printed)."""
+    np.savez(tmp_path / 'inputs.npz', **inputs)
+    done = subprocess.run([sys.executable, '-I', '-c', LOADER, str(export), str(tmp_path / 'inputs.npz'),
+                           str(tmp_path / 'outputs.npz')], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    return dict(np.load(tmp_path / 'outputs.npz')), json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+    """A tiny checkpoint in a backup folder, as train.py leaves it, and its export."""
+    tmp = tmp_path_factory.mktemp('run')
+    saved = config.as_dict()
+    config.set_values({**TINY, 'BACKUP_DIR': str(tmp / 'backup'), 'OUTPUT_DIR': str(tmp / 'output')})
+    os.makedirs(config.BACKUP_DIR)
+    with tf.Graph().as_default():
+        tf1.set_random_seed(0)
+        model = network.Model()
+        saver = tf1.train.Saver()
+        with tf1.Session() as sess:
+            sess.run(tf1.global_variables_initializer())
+            faces = synthetic.faces(16, config.IMAGE_SIZE, 0)
+            sess.run(model.set_mean_pixel, {model.mean_pixel_value: data.mean_pixel(faces)})
+            rng = np.random.RandomState(0)
+            feeds = [model.feed(part, *data.sample_holes(rng, len(part))) for part in (faces[:8], faces[8:])]
+            for feed in feeds:
+                sess.run(model.train_ops[1], feed)
+            model.recalibrate(sess, feeds)  # averages away from their initial 0 and 1
+            backup.save(sess, saver, backup.LATEST, step=2)
+    backup.write_run_config()
+    config.set_values(saved)
+    made = run_script('export.py', f'--BACKUP_DIR={tmp}/backup')
+    assert made.returncode == 0, made.stderr
+    return tmp
+
+
+def holes(count, height, width, seed):
+    """Float masks [count,height,width,1] with one rectangle each, as test.py feeds them."""
+    masks = np.zeros((count, height, width, 1), np.float32)
+    rng = np.random.RandomState(seed)
+    for mask in masks:
+        y, x = rng.randint(0, height - 8), rng.randint(0, width - 8)
+        mask[y:y + rng.randint(4, 9), x:x + rng.randint(4, 9)] = 1.0
+    return masks
+
+
+def test_plain_tf2_loads_it_and_it_completes_as_test_py(run, tmp_path, capsys):
+    export = run / 'output' / 'export' / '1'
+    assert os.path.isfile(export / 'saved_model.pb')
+    square = synthetic.faces(11, 32, 5), holes(11, 32, 32, 1)  # more than one BATCH_SIZE of 8
+    odd = np.ascontiguousarray(synthetic.faces(3, 28, 6)[:, :20]), holes(3, 20, 28, 2)
+    wrong = synthetic.faces(1, 30, 7)
+    inputs = {'square_images': square[0], 'square_masks': (square[1] * 255).astype(np.uint8),
+              'odd_images': odd[0], 'odd_masks': (odd[1] * 255).astype(np.uint8),
+              # mask values above 127 are the hole, as in test.py's mask files
+              'grey_128_images': square[0], 'grey_128_masks': (square[1] * 128).astype(np.uint8),
+              'grey_127_images': square[0], 'grey_127_masks': (square[1] * 127).astype(np.uint8),
+              'not_divisible_images': wrong, 'not_divisible_masks': np.zeros((1, 30, 30, 1), np.uint8),
+              'mask_size_images': square[0], 'mask_size_masks': np.zeros((11, 28, 32, 1), np.uint8)}
+    outputs, info = load_in_plain_tf2(export, inputs, tmp_path)
+
+    saved = config.as_dict()
+    try:
+        test_py.apply_run_config([f'--BACKUP_DIR={run}/backup'])
+        nets = test_py.Networks(test_py.find_checkpoints(backup.LATEST))
+        try:
+            expect = {name: nets.complete(backup.LATEST, *pair)
+                      for name, pair in (('square', square), ('odd', odd))}
+        finally:
+            nets.close()
+    finally:
+        config.set_values(saved)
+    for name in ('square', 'odd'):
+        assert outputs[name].dtype == np.uint8
+        assert np.array_equal(outputs[name], expect[name]), name  # bit for bit
+    assert not np.array_equal(expect['square'], square[0])
+    assert np.array_equal(outputs['grey_128'], expect['square'])
+    assert np.array_equal(outputs['grey_127'], square[0])  # no hole: nothing changes
+
+    assert info['signatures'] == ['serving_default']
+    assert info['inputs'] == {'images': ['uint8', [None, None, None, 3]],
+                              'masks': ['uint8', [None, None, None, 1]]}
+    assert info['outputs'] == {'completion': ['uint8', [None, None, None, 3]]}
+    assert 'divisible by 4' in info['errors']['not_divisible']
+    assert 'N, H and W of images' in info['errors']['mask_size']
+
+
+def test_never_replaces_anything_unasked(run, tmp_path):
+    export = run / 'output' / 'export' / '1'
+    before = (export / 'saved_model.pb').read_bytes()
+    again = run_script('export.py', f'--BACKUP_DIR={run}/backup')
+    assert again.returncode == 2
+    assert errors(again) == [
+        f'error: {export} exists; pass --overwrite to replace it, or write a new version with '
+        f'--out {export.parent / "2"}']
+    user_folder = tmp_path / 'photos'
+    user_folder.mkdir()
+    (user_folder / 'me.jpg').write_bytes(b'mine')
+    refused = run_script('export.py', f'--BACKUP_DIR={run}/backup', '--out', str(user_folder), '--overwrite')
+    assert refused.returncode == 2
+    assert len(errors(refused)) == 1 and 'not an earlier export' in errors(refused)[0]
+    assert os.listdir(user_folder) == ['me.jpg'] and (user_folder / 'me.jpg').read_bytes() == b'mine'
+
+    replaced = run_script('export.py', f'--BACKUP_DIR={run}/backup', '--overwrite')
+    assert replaced.returncode == 0, replaced.stderr
+    assert (export / 'saved_model.pb').read_bytes() == before  # same checkpoint, same graph
+    assert os.listdir(export.parent) == ['1']  # no temporary folder left behind
+
+
+def test_no_checkpoint_is_one_line_with_the_command(tmp_path):
+    done = run_script('export.py', f'--BACKUP_DIR={tmp_path}/backup', f'--OUTPUT_DIR={tmp_path}/output')
+    assert done.returncode == 2
+    assert errors(done) == [
+        f'error: no trained model in {tmp_path}/backup/: train first with python train.py '
+        f'(e.g. python to_npy.py --demo 200 && python train.py)']
+    assert not os.path.exists(tmp_path / 'output')
