@@ -184,16 +184,34 @@ def remove_partial():
     return partial
 
 
-def restore(sess, saver, path):
-    """Load a checkpoint, turning a damaged one into a one-line error with the way out."""
+def restore(sess, saver, path, optional=()):
+    """Load a checkpoint, turning a damaged one into a one-line error with the way out.
+
+    optional: names of variables that older checkpoints lack; they keep their initial
+    values (the graph must not be finalized yet, to build the Saver that skips them).
+    """
     if not os.path.exists(f'{path}.index'):
         raise UserError(f'no checkpoint {path} ({path}.index is missing)')
     try:
-        saver.restore(sess, path)
+        missing = _missing(path, optional)
+        if missing:
+            kept = [v for v in tf1.global_variables() if v not in missing]
+            tf1.train.Saver(kept).restore(sess, path)
+            sess.run(tf1.variables_initializer(missing))
+        else:
+            saver.restore(sess, path)
     except (tf.errors.OpError, ValueError) as error:
         damaged = _damaged_file(path, error)
         what = f'{damaged} is damaged' if damaged else f'checkpoint {path} does not match this graph'
         raise UserError(f'{what} ({_reason(error)}); nothing was changed: {_way_out(path)}')
+
+
+def _missing(path, optional):
+    """The graph's variables named in `optional` that checkpoint `path` does not hold."""
+    if not optional:
+        return []
+    names = tf1.train.NewCheckpointReader(path).get_variable_to_shape_map()
+    return [v for v in tf1.global_variables() if v.op.name in optional and v.op.name not in names]
 
 
 def _damaged_file(path, error):

@@ -20,6 +20,9 @@ SEED = 0  # seed for image picking, shuffling, holes and initial weights
 MASK_CHANNEL = True  # True: hole filled with the mean pixel + mask as a 4th input channel (paper); False: 3-channel x*(1-mask) (common TF1 code)
 ADVERSARIAL_G = True  # True: generator gets the adversarial gradient in phase 3 (paper); False: mse only
 LOCAL_CENTRED = True  # True: the local discriminator's patch is centred on the hole, clamped at the border (paper); False: anywhere that holds the hole
+REAL_OWN_HOLES = True  # True: real images' local patches come from random holes of their own (paper, Algorithm 1); False: at the fakes' patches
+D_FC_RELU = True  # True: ReLU after each discriminator branch's FC-1024 (without it FC-1024 -> concat -> FC-1 is one linear map); False: none
+D_FIRST = True  # True: phase 3 updates D, then G against the updated D (paper; one more pass of D); False: both from one pass
 BN_DECAY = 0.99  # moving-average decay of batch-norm statistics
 BN_EPSILON = 1e-3  # batch-norm variance epsilon
 BN_RECALIBRATE_BATCHES = 20  # batches used to re-estimate batch-norm statistics before each save (0: off)
@@ -28,11 +31,12 @@ BN_RECALIBRATE_BATCHES = 20  # batches used to re-estimate batch-norm statistics
 BATCH_SIZE = 16  # images per step; lower it if the GPU runs out of memory
 LEARNING_RATE = 1e-3  # Adam learning rate for both networks
 BETA1 = 0.9  # Adam beta1
-ALPHA = 4e-4  # weight of the adversarial loss (GLCIC paper)
+ALPHA = 4e-4  # weight of the adversarial loss against MSE_SCALE * mse (GLCIC paper)
+MSE_SCALE = 0.25  # 0.25: G's mse as on [0, 1] pixels (the paper's sigmoid output), so ALPHA is the paper's alpha; 1.0: on [-1, 1] (ALPHA then acts 4x weaker)
 PRETRAIN_EPOCH = 100  # phase 1: epochs of completion network with mse only
 D_EPOCH = 11  # phase 2: epochs of discriminator only (paper: Td/Tc = 10k/90k of phase 1)
 MAX_EPOCH = 500  # hard cap on the total epochs over all phases
-STOP_LOSS = 1e-4  # phase 3 ends when the epoch-mean d_loss falls below this
+STOP_LOSS = 1e-4  # phase 3 ends when the epoch-mean d_loss (cross-entropy on real + on fake, nats) falls below this
 SAVE_MINUTES = 10.0  # also save backup/latest this often within an epoch, minutes
 KEEP_CHECKPOINTS = 3  # older backup/latest checkpoints kept besides the newest
 LOG_EVERY = 10  # steps between TensorBoard points and progress-bar updates
@@ -134,6 +138,7 @@ def validate():
     need(LEARNING_RATE > 0, 'LEARNING_RATE', 'must be > 0')
     need(0 <= BETA1 < 1, 'BETA1', 'must be in [0, 1)')
     need(ALPHA >= 0, 'ALPHA', 'must be >= 0')
+    need(MSE_SCALE > 0, 'MSE_SCALE', 'must be > 0')
     need(0 < BN_DECAY < 1, 'BN_DECAY', 'must be between 0 and 1')
     need(BN_EPSILON > 0, 'BN_EPSILON', 'must be > 0')
     need(BN_RECALIBRATE_BATCHES >= 0, 'BN_RECALIBRATE_BATCHES', 'must be >= 0')

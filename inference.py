@@ -34,12 +34,13 @@ def find_checkpoints(which=None):
 class Networks:
     """One graph, one Saver and one session per checkpoint, so a batch goes through each in turn."""
 
-    def __init__(self, checkpoints):
+    def __init__(self, checkpoints, batch_stats=False):
+        """checkpoints: {name: path}; batch_stats: also build the batch-statistics completion."""
         self.graph = tf.Graph()
         self.sessions, self.info = {}, {}
         with self.graph.as_default():
-            self.model = network.Model()
-            saver = tf1.train.Saver()
+            self.model = network.Model(training=False, batch_stats=batch_stats)
+            saver = tf1.train.Saver(self.model.variables)
             try:
                 for name, path in checkpoints.items():
                     self.sessions[name] = sess = network.make_session()

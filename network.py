@@ -46,7 +46,9 @@ SIZE_STEP = math.prod(arg for kind, _, _, arg in GENERATOR if kind == 'conv')
 # Discriminator branches: channels of the 5x5 stride-2 convolutions, each + BN + ReLU.
 GLOBAL_CONVS = [64, 128, 256, 512, 512]  # whole image [B,128,128,3] -> [B,4,4,512]
 LOCAL_CONVS = [64, 128, 256, 512]        # local patch [B,64,64,3] -> [B,4,4,512]
-BRANCH_UNITS = 1024                      # each branch ends in FC 1024; concat -> FC 1
+BRANCH_UNITS = 1024                      # each branch ends in FC 1024 (+ ReLU: D_FC_RELU); concat -> FC 1
+LOSS_NAMES = ('mse', 'd_loss', 'g_adv')  # the losses train.py logs, in the order of state/loss_sums
+ADDED_STATE = ('state/loss_sums',)  # newer than some checkpoints: starts from zero when a resume lacks it
 
 
 def _bn_relu(x, training, name, decay):
@@ -95,7 +97,9 @@ def _branch(x, convs, name):
         for i, channels in enumerate(convs, 1):
             x = layer.conv(x, channels, 5, 2, f'conv{i}', bias=False)
             x = _bn_relu(x, True, f'conv{i}_bn', config.BN_DECAY)
-        return layer.dense(layer.flatten(x), BRANCH_UNITS, 'fc')
+        x = layer.dense(layer.flatten(x), BRANCH_UNITS, 'fc')
+        # Without a nonlinearity, FC-1024 -> concat -> FC-1 is a single linear map.
+        return tf.nn.relu(x) if config.D_FC_RELU else x
 
 
 def discriminator(image, patch):
@@ -150,8 +154,8 @@ def _keep_known(raw, x, masks):
 class Model:
     """One graph, built for one job.
 
-    Model() is train.py's: feed `images` (uint8), `masks` and `corners`; run a
-    `train_ops[phase]` (one session.run per step).
+    Model() is train.py's: feed `images` (uint8), `masks`, `corners` and `real_corners`
+    (feed()); run a `train_ops[phase]` (one session.run per step).
     Model(training=False) is the completion network, its input and the saved state only
     (test.py, export.py): feed `images` and `masks`, fetch `output` or call complete().
     A Saver over `variables` restores either from any checkpoint train.py wrote.
@@ -196,53 +200,75 @@ class Model:
     def _build_training(self):
         """Batch statistics at the configured size, the discriminators, the losses, the train ops."""
         size = config.IMAGE_SIZE
+        with tf1.variable_scope('state'):
+            # Sums of LOSS_NAMES over the epoch's steps so far, so a resumed epoch's mean covers all.
+            self.loss_sums = tf1.get_variable('loss_sums', [len(LOSS_NAMES)], tf.float64, trainable=False,
+                                              initializer=tf1.zeros_initializer())
         self.corners = tf1.placeholder(tf.int32, [None, 2], 'corners')
+        self.real_corners = tf1.placeholder(tf.int32, [None, 2], 'real_corners')
         self.bn_decay = tf1.placeholder_with_default(config.BN_DECAY, [], 'bn_decay')
         x = tf.ensure_shape(self.x, [None, size, size, 3])
         masks = tf.ensure_shape(self.masks, [None, size, size, 1])
         raw = generator(generator_input(x, masks, self.mean_pixel), training=True, decay=self.bn_decay)
         self.g_bn_updates = tf1.get_collection(tf1.GraphKeys.UPDATE_OPS, 'generator')
-        fake = _keep_known(raw, x, masks)
-        self.output_batch_stats = _to_uint8(fake)
-        self.mse = tf.reduce_mean(masks * tf.square(fake - x))
+        self.fake = _keep_known(raw, x, masks)
+        self.output_batch_stats = _to_uint8(self.fake)
+        self.mse = tf.reduce_mean(masks * tf.square(self.fake - x))
 
         local = config.LOCAL_SIZE
-        real_logits = discriminator(x, crop_local(x, self.corners, local))
-        fake_logits = discriminator(fake, crop_local(fake, self.corners, local))
+        self.fake_patches = crop_local(self.fake, self.corners, local)
+        self.real_logits = discriminator(x, crop_local(x, self.real_corners, local))
+        self.fake_logits = discriminator(self.fake, self.fake_patches)
         d_bn_updates = tf1.get_collection(tf1.GraphKeys.UPDATE_OPS, 'discriminator')
-        self.d_loss = config.ALPHA * (_bce(real_logits, 1.0) + _bce(fake_logits, 0.0))
-        self.g_adv = _bce(fake_logits, 1.0)
-        self.g_loss = self.mse + config.ALPHA * self.g_adv if config.ADVERSARIAL_G else self.mse
-        self.losses = {1: {'mse': self.mse},
-                       2: {'mse': self.mse, 'd_loss': self.d_loss},
-                       3: {'mse': self.mse, 'd_loss': self.d_loss, 'g_adv': self.g_adv}}
+        # Plain cross-entropy: Adam does not care about the scale, and STOP_LOSS reads it in nats.
+        self.d_loss = _bce(self.real_logits, 1.0) + _bce(self.fake_logits, 0.0)
         self._build_train_ops(d_bn_updates)
 
     def _build_train_ops(self, d_bn_updates):
         """Both optimizers, one train op per phase, and the ops train.py sets the state with.
 
-        The optimizers are applied G first, D second: that order names Adam's
+        Phase 3 updates D and G in one session.run. D_FIRST: D's update runs first and
+        G's adversarial loss is D's verdict after it (a second pass of D over the fakes);
+        else both gradients come from the same pass and both updates follow.
+        The optimizers are first applied G, then D: that order names Adam's
         beta1_power (G) and beta1_power_1 (D) in every checkpoint.
         """
         g_vars = tf1.trainable_variables('generator')
         d_vars = tf1.trainable_variables('discriminator')
         g_opt = tf1.train.AdamOptimizer(config.LEARNING_RATE, config.BETA1, name='g_adam')
         d_opt = tf1.train.AdamOptimizer(config.LEARNING_RATE, config.BETA1, name='d_adam')
-        g_mse_grads = g_opt.compute_gradients(self.mse, g_vars)
-        g_grads = g_opt.compute_gradients(self.g_loss, g_vars)
+        mse = config.MSE_SCALE * self.mse
+        g_pretrain = g_opt.apply_gradients(g_opt.compute_gradients(mse, g_vars))
         d_grads = d_opt.compute_gradients(self.d_loss, d_vars)
-        # Phase 3 applies both updates only after both sets of gradients exist.
-        with tf.control_dependencies([g for g, _ in g_grads + d_grads]):
-            joint = [g_opt.apply_gradients(g_grads), d_opt.apply_gradients(d_grads)]
-        steps = {1: [g_opt.apply_gradients(g_mse_grads)] + self.g_bn_updates,
-                 2: [d_opt.apply_gradients(d_grads)] + d_bn_updates,
+        d_train = d_opt.apply_gradients(d_grads)
+        if config.D_FIRST:
+            with tf.control_dependencies([d_train]):  # D's variables are read after its update
+                judged = discriminator(self.fake, self.fake_patches)
+            self.g_adv = _bce(judged, 1.0)
+        else:
+            self.g_adv = _bce(self.fake_logits, 1.0)
+        self.g_loss = mse + config.ALPHA * self.g_adv if config.ADVERSARIAL_G else mse
+        g_grads = g_opt.compute_gradients(self.g_loss, g_vars)
+        if config.D_FIRST:
+            joint = [g_opt.apply_gradients(g_grads), d_train]
+        else:
+            # Both updates only after both sets of gradients exist.
+            with tf.control_dependencies([g for g, _ in g_grads + d_grads]):
+                joint = [g_opt.apply_gradients(g_grads), d_opt.apply_gradients(d_grads)]
+        steps = {1: [g_pretrain] + self.g_bn_updates,
+                 2: [d_train] + d_bn_updates,
                  3: joint + self.g_bn_updates + d_bn_updates}
+        self.losses = {1: {'mse': self.mse},
+                       2: {'mse': self.mse, 'd_loss': self.d_loss},
+                       3: {'mse': self.mse, 'd_loss': self.d_loss, 'g_adv': self.g_adv}}
         self.train_ops = {}
         for phase, ops in steps.items():
+            losses = [tf.cast(self.losses[phase].get(name, 0.0), tf.float64) for name in LOSS_NAMES]
             with tf.control_dependencies(ops):
-                self.train_ops[phase] = tf.group(self.step.assign_add(1),
-                                                 self.epoch_step.assign_add(1))
-        self.next_epoch = tf.group(self.epoch.assign_add(1), self.epoch_step.assign(0))
+                self.train_ops[phase] = tf.group(self.step.assign_add(1), self.epoch_step.assign_add(1),
+                                                 self.loss_sums.assign_add(tf.stack(losses)))
+        self.next_epoch = tf.group(self.epoch.assign_add(1), self.epoch_step.assign(0),
+                                   self.loss_sums.assign(tf.zeros_like(self.loss_sums)))
         self.phase_value = tf1.placeholder(tf.int32, [], 'phase_value')
         self.set_phase = self.phase.assign(self.phase_value)
         self.mean_pixel_value = tf1.placeholder(tf.float32, [3], 'mean_pixel_value')
@@ -253,15 +279,24 @@ class Model:
     def _counter(name, dtype):
         return tf1.get_variable(name, [], dtype, trainable=False, initializer=tf1.zeros_initializer())
 
-    def feed(self, images, masks, corners=None):
+    def feed(self, images, masks, corners=None, real_corners=None):
+        """The feed dict of one batch; the real images' patches sit at `corners` unless
+        `real_corners` (their own holes' patches, REAL_OWN_HOLES) is given."""
         feed = {self.images: images, self.masks: masks}
         if corners is not None:
             feed[self.corners] = corners
+            feed[self.real_corners] = corners if real_corners is None else real_corners
         return feed
 
     def state(self, sess):
         """(phase, epoch, epoch_step, step) as Python ints."""
         return tuple(int(v) for v in sess.run([self.phase, self.epoch, self.epoch_step, self.step]))
+
+    def epoch_means(self, sess, phase):
+        """Each loss of `phase` averaged over every step of the epoch so far, resumes included."""
+        sums, steps = sess.run([self.loss_sums, self.epoch_step])
+        return {name: float(total) / max(1, steps) for name, total in zip(LOSS_NAMES, sums)
+                if name in self.losses[phase]}
 
     def complete(self, sess, images, masks, batch_stats=False):
         """Fill the holes of uint8 images [N,H,W,3] with masks [N,H,W,1]; returns uint8.

@@ -196,7 +196,7 @@ def main(argv):
             print(f'note: {config.BACKUP_DIR}/ has no {missing} checkpoint; showing {path} only')
     print(f'device: {network.device_name()}; IMAGE_SIZE={config.IMAGE_SIZE} LOCAL_SIZE={config.LOCAL_SIZE} '
           f'MASK_CHANNEL={config.MASK_CHANNEL} holes {config.HOLE_MIN}-{config.HOLE_MAX} px')
-    nets = inference.Networks(found)
+    nets = inference.Networks(found, batch_stats=not args.image and args.batch_stats)
     try:
         for name, info in nets.info.items():
             print(f'{nets.label(name)}: {info["path"]} (epoch {info["epoch"]}, phase {info["phase"]})')

@@ -112,12 +112,13 @@ class Run:
 
 
 def run_epoch(run, phase, epoch, first_step):
-    """Train one epoch (from batch `first_step` on); returns the mean of each loss."""
+    """Train one epoch (from batch `first_step` on); returns the mean of each loss over every
+    step of the epoch, those before a resume included."""
     sess, model, images = run.sess, run.model, run.images
     size = config.BATCH_SIZE
     steps = len(images) // size
     order = data.stream('shuffle', epoch).permutation(len(images))
-    totals, window, in_window, last_save = {}, {}, 0, time.time()
+    window, in_window, last_save = {}, 0, time.time()
     bar = tqdm(range(first_step, steps), initial=first_step, total=steps, unit='step',
                desc=f'phase {phase} epoch {epoch + 1}', dynamic_ncols=True)
     tick = time.time()
@@ -125,12 +126,12 @@ def run_epoch(run, phase, epoch, first_step):
         rng = data.stream('step', epoch, i)  # same batch after a resume
         batch = data.batch(images, order[i * size:(i + 1) * size], rng if config.FLIP else None)
         masks, corners = data.sample_holes(rng, size)
+        real_corners = data.sample_holes(rng, size)[1] if config.REAL_OWN_HOLES else None
         _, losses = sess.run([model.train_ops[phase], model.losses[phase]],
-                             model.feed(batch, masks, corners))
+                             model.feed(batch, masks, corners, real_corners))
         for name, value in losses.items():
             if not np.isfinite(value):
                 raise diverged(f'{name} became {value} at epoch {epoch + 1} batch {i + 1} (phase {phase})')
-            totals[name] = totals.get(name, 0.0) + float(value)
             window[name] = window.get(name, 0.0) + float(value)
         in_window += 1  # a resumed epoch's first window is shorter than LOG_EVERY
         if (i + 1) % config.LOG_EVERY == 0 or i + 1 == steps:
@@ -145,8 +146,7 @@ def run_epoch(run, phase, epoch, first_step):
             run.save()
             last_save = time.time()
     bar.close()
-    done = max(1, bar.n - first_step)
-    return {k: v / done for k, v in totals.items()}
+    return model.epoch_means(sess, phase)
 
 
 def train(sess, model, saver, finite, train_images, test_images, interrupt):
@@ -251,7 +251,7 @@ def main(argv):
     sess = network.make_session()
     print(f'device: {network.device_name()}')
     if checkpoint:
-        backup.restore(sess, saver, checkpoint)
+        backup.restore(sess, saver, checkpoint, optional=network.ADDED_STATE)
         phase, epoch, epoch_step, step = model.state(sess)
         print(f'resumed {checkpoint}: phase {phase}, epoch {epoch + 1}, batch {epoch_step}, step {step}')
     else:

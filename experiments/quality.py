@@ -328,8 +328,8 @@ def evaluate_run(name, root, results_dir, limit, prune):
           f'(holes {config.HOLE_MIN}-{config.HOLE_MAX} px at {config.IMAGE_SIZE}x{config.IMAGE_SIZE})',
           flush=True)
     with tf.Graph().as_default():
-        model = network.Model()
-        saver = tf1.train.Saver()
+        model = network.Model(training=False, batch_stats=True)
+        saver = tf1.train.Saver(model.variables)
         sess = network.make_session()
     try:
         for path in found:

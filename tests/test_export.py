@@ -1,6 +1,5 @@
 """export.py: a SavedModel that plain TensorFlow 2 loads without this repository and that
 completes bit for bit as test.py does; it never replaces anything unasked."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,16 +12,12 @@ import tensorflow as tf
 import backup
 import config
 import data
+import inference
 import network
 import synthetic
 from conftest import ROOT, TINY, run_script
 
 tf1 = tf.compat.v1
-
-# Loaded from its path: `import test` could find Python's own test package instead.
-_spec = importlib.util.spec_from_file_location('glcic_test_script', os.path.join(ROOT, 'test.py'))
-test_py = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(test_py)
 
 # Run by a Python that does not see this repository (-I: no script folder, no PYTHONPATH,
 # started in another folder): loads the export and writes what it returns.
@@ -125,8 +120,8 @@ def test_plain_tf2_loads_it_and_it_completes_as_test_py(run, tmp_path, capsys):
 
     saved = config.as_dict()
     try:
-        test_py.apply_run_config([f'--BACKUP_DIR={run}/backup'])
-        nets = test_py.Networks(test_py.find_checkpoints(backup.LATEST))
+        backup.apply_run_config([f'--BACKUP_DIR={run}/backup'])
+        nets = inference.Networks(inference.find_checkpoints(backup.LATEST))
         try:
             expect = {name: nets.complete(backup.LATEST, *pair)
                       for name, pair in (('square', square), ('odd', odd))}

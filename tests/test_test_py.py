@@ -70,7 +70,7 @@ def nets(run):
     """Both checkpoints of `run`, restored once with the run's settings (kept while in use)."""
     saved = config.as_dict()
     backup.apply_run_config([f'--BACKUP_DIR={run}/backup'])
-    opened = inference.Networks(inference.find_checkpoints())
+    opened = inference.Networks(inference.find_checkpoints(), batch_stats=True)
     yield opened
     opened.close()
     config.set_values(saved)

@@ -16,7 +16,8 @@ class StubSession:
 
 def stub_run(steps, logged):
     model = types.SimpleNamespace(train_ops={1: 'step'}, losses={1: {'mse': 'mse'}},
-                                  feed=lambda *args: {}, state=lambda sess: (1, 0, 0, 0))
+                                  feed=lambda *args: {}, state=lambda sess: (1, 0, 0, 0),
+                                  epoch_means=lambda sess, phase: {'mse': 1.0})
     log = types.SimpleNamespace(scalars=lambda step, values: logged.append(values))
     images = np.zeros((steps * config.BATCH_SIZE, config.IMAGE_SIZE, config.IMAGE_SIZE, 3), np.uint8)
     return train.Run(StubSession(), model, images, types.SimpleNamespace(signal=None), log, lambda: None)
