@@ -22,6 +22,8 @@ eval     restores every checkpoint of each run into the graph of its backup/conf
          metrics, with moving-average and with batch statistics, next to mean-pixel fill and
          OpenCV Telea; writes experiments/results/NAME.json. --prune then deletes all but the
          newest checkpoint (about 0.46 GB each at 128x128); their numbers stay in the json.
+         --on TAG=FOLDER measures on another prepared set's test split (a model trained on one
+         face set, tested on another), written as NAME@TAG.json.
 report   draws experiments/quality.png (hole PSNR and hole L1 against minutes, one line per
          run, the baselines flat) and writes the tables to experiments/results/quality.md
          (--png PATH: the tables go to RESULTS/<its name>.md); --against NAME adds a table of
@@ -265,21 +267,24 @@ def measure(evaluate, outputs, truth, masks, telea_psnr, identity=None, referenc
     return {**means(values), 'beats_telea': float(np.mean(values['hole_psnr'] > telea_psnr))}
 
 
-def inherited(record, results_dir):
-    """A branch's curve before its branch point: the measured checkpoints of the run it came from."""
+def inherited(record, results_dir, suffix=''):
+    """A branch's curve before its branch point: the measured checkpoints of the run it came from
+    (suffix '@TAG': as measured on another set)."""
     source = record.get('from')
     if not source:
         return []
-    path = os.path.join(results_dir, f'{source["run"]}.json')
+    path = os.path.join(results_dir, f'{source["run"]}{suffix}.json')
     if not os.path.exists(path):
         print(f'note: {path} not found, so the curve starts at minute {source["minutes"]:.1f}: '
-              f'python experiments/quality.py eval {source["run"]} first to draw it from 0')
+              f'python experiments/quality.py eval {source["run"]} (with the same --on) first to draw it from 0')
         return []
     earlier = read_json(path, '')['checkpoints']
     return [{**c, 'from_run': source['run']} for c in earlier if c['minutes'] < source['minutes']]
 
 
-def evaluate_run(name, root, results_dir, limit, prune):
+def evaluate_run(name, root, results_dir, limit, prune, other=None):
+    """Measure every checkpoint of run NAME on its own test split, or on other=(tag, npy folder):
+    another set's test split, written as NAME@tag."""
     folder = os.path.join(root, name)
     record = read_json(os.path.join(folder, 'run.json'), f'no run {name} in {root}/ (python '
                        f'experiments/quality.py run {name} --minutes M first)')
@@ -298,8 +303,11 @@ def evaluate_run(name, root, results_dir, limit, prune):
     tf1 = tf.compat.v1
 
     config.set_values(DEFAULTS)
-    backup.apply_run_config([f'--BACKUP_DIR={backup_dir}', f'--BATCH_SIZE={EVAL_BATCH}'])
     saved = backup.read_run_config(backup_dir)
+    npy_dir = other[1] if other else saved['NPY_DIR']
+    backup.apply_run_config([f'--BACKUP_DIR={backup_dir}', f'--BATCH_SIZE={EVAL_BATCH}', f'--NPY_DIR={npy_dir}'])
+    if other:
+        name = f'{name}@{other[0]}'
     images = data.load_images(data.npy_path('test'))
     all_masks, _ = data.test_holes(len(images))  # holes of the whole split, as test.py draws them
     count = len(images) if limit is None else min(limit, len(images))
@@ -316,7 +324,7 @@ def evaluate_run(name, root, results_dir, limit, prune):
     # Checkpoints deleted by --prune keep the numbers measured before.
     on_disk = {os.path.basename(p) for p in found}
     entries = [c for c in old['checkpoints'] if c['checkpoint'] not in on_disk and 'from_run' not in c] if same else []
-    entries += inherited(record, results_dir)
+    entries += inherited(record, results_dir, f'@{other[0]}' if other else '')
 
     telea = evaluate.telea(masked, masks)
     telea_psnr = evaluate.hole_psnr(telea, truth, masks)
@@ -643,6 +651,9 @@ def main(argv):
                               help='only the first N test images (same holes as test.py); default all')
     measure_runs.add_argument('--prune', action='store_true',
                               help='then delete all but the newest checkpoint of each run')
+    measure_runs.add_argument('--on', metavar='TAG=FOLDER',
+                              help="measure on another set's test split (FOLDER/x_test.npy) instead; "
+                                   'the results are written as NAME@TAG')
     draw_runs = command('report', 'curves and tables of the evaluated runs')
     draw_runs.add_argument('names', nargs='*', metavar='NAME', help='default: every json in RESULTS')
     draw_runs.add_argument('--png', default=PNG_PATH,
@@ -660,8 +671,14 @@ def main(argv):
     if args.command == 'eval':
         if args.images is not None and args.images < 1:
             raise errors.UserError(f'--images {args.images}: need at least 1')
+        other = None
+        if args.on:
+            tag, _, npy = args.on.partition('=')
+            if not re.fullmatch(r'[A-Za-z0-9][\w.-]*', tag) or not npy:
+                raise errors.UserError(f'--on {args.on}: expected TAG=FOLDER, e.g. --on celeba=experiments/runs/celeba/npy')
+            other = (tag, os.path.abspath(npy))
         for name in args.names:
-            evaluate_run(name, root, results_dir, args.images, args.prune)
+            evaluate_run(name, root, results_dir, args.images, args.prune, other)
         return 0
     report(args.names, results_dir, os.path.abspath(args.png), args.against)
     return 0

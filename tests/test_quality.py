@@ -136,3 +136,22 @@ def test_a_name_is_used_once(quality, tiny_config, tmp_path):
     (tmp_path / 'x' / 'run.json').write_text('{}')
     with pytest.raises(errors.UserError, match='already holds a run'):
         quality.main(['run', 'x', '--minutes', '1', f'--root={tmp_path}'])
+
+
+def test_eval_on_another_set_writes_name_at_tag(npy_root, tmp_path):
+    folders = [f'--root={npy_root}', f'--results={tmp_path}']
+    run = run_script(QUALITY, 'run', 'x', '--minutes', '5', '--every', '5', *folders,
+                     *tiny(PRETRAIN_EPOCH=1, D_EPOCH=0, MAX_EPOCH=1, SAMPLE_COUNT=2, BN_RECALIBRATE_BATCHES=1))
+    assert run.returncode == 0, run.stdout + run.stderr
+    other = tmp_path / 'other'
+    made = run_script('to_npy.py', '--demo', '12', '--TRAIN_RATIO=0.5', f'--NPY_DIR={other}', *tiny(SEED=7))
+    assert made.returncode == 0, made.stderr
+    own = run_script(QUALITY, 'eval', 'x', *folders)
+    across = run_script(QUALITY, 'eval', 'x', '--on', f'synthetic7={other}', *folders)
+    assert own.returncode == 0 and across.returncode == 0, own.stderr + across.stderr
+    mine, theirs = (json.loads((tmp_path / f).read_text()) for f in ('x.json', 'x@synthetic7.json'))
+    assert theirs['name'] == 'x@synthetic7' and theirs['test_set']['images'] == 6
+    assert mine['test_set']['images'] == 2 and theirs['test_set']['npy'] != mine['test_set']['npy']
+    assert [c['checkpoint'] for c in theirs['checkpoints']] == [c['checkpoint'] for c in mine['checkpoints']]
+    bad = run_script(QUALITY, 'eval', 'x', '--on', 'nofolder', *folders)
+    assert bad.returncode == 2 and 'expected TAG=FOLDER' in bad.stderr
