@@ -8,6 +8,7 @@ leaves the previous save in charge.
 import datetime
 import fcntl
 import glob
+import itertools
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from errors import UserError
 
 tf1 = tf.compat.v1
 LATEST, PRETRAINED = 'latest', 'pretrained'
+RUN_OUTPUTS = ('loss.csv', 'loss.png', 'logs')  # with epoch_NNNN.png: a run's files in OUTPUT_DIR
 
 
 def _path(name):
@@ -43,18 +45,38 @@ def lock():
     return handle
 
 
+def _move_into_previous(folder, names, stamp):
+    """Move names of folder into folder/previous-<stamp>/ (a new one); returns it, or None if no names."""
+    if not names:
+        return None
+    target = os.path.join(folder, f'previous-{stamp}')
+    for suffix in itertools.count(2):  # two --fresh in one second get previous-<stamp>-2
+        try:
+            os.makedirs(target)
+            break
+        except FileExistsError:
+            target = os.path.join(folder, f'previous-{stamp}-{suffix}')
+    for name in names:
+        os.replace(os.path.join(folder, name), os.path.join(target, name))
+    return target
+
+
 def move_aside():
     """--fresh: move the previous run's files into BACKUP_DIR/previous-<time>/ (nothing is deleted)."""
     names = [n for n in os.listdir(config.BACKUP_DIR)
              if n not in ('.gitkeep', 'train.lock') and not n.startswith('previous-')]
-    if not names:
-        return None
-    stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
-    target = _path(f'previous-{stamp}')
-    os.makedirs(target)
-    for name in names:
-        os.replace(_path(name), os.path.join(target, name))
-    return target
+    return _move_into_previous(config.BACKUP_DIR, names, datetime.datetime.now().strftime('%Y%m%d-%H%M%S'))
+
+
+def move_outputs_aside(previous):
+    """--fresh: move the previous run's loss.csv, loss.png, logs/ and epoch_*.png into
+    OUTPUT_DIR/previous-<time>/, the time of its checkpoints' folder `previous` if there is one
+    (else now); nothing is deleted, test.py's results stay. Returns the folder or None."""
+    stamp = (os.path.basename(previous)[len('previous-'):] if previous
+             else datetime.datetime.now().strftime('%Y%m%d-%H%M%S'))
+    names = [n for n in os.listdir(config.OUTPUT_DIR)
+             if n in RUN_OUTPUTS or re.fullmatch(r'epoch_\d+\.png', n)]
+    return _move_into_previous(config.OUTPUT_DIR, sorted(names), stamp)
 
 
 def read_run_config(directory=None):
@@ -64,9 +86,13 @@ def read_run_config(directory=None):
         return None
     try:
         with open(path) as f:
-            return json.load(f)
+            saved = json.load(f)
     except (OSError, ValueError) as error:
         raise UserError(f'{path} is unreadable ({error}); restore it or start over with --fresh')
+    if not isinstance(saved, dict):
+        raise UserError(f'{path} holds a {type(saved).__name__}, not the settings of a run; restore it '
+                        f'or start over with --fresh')
+    return saved
 
 
 def write_run_config():
@@ -95,7 +121,10 @@ def apply_run_config(argv):
     if saved is None:
         return config.parse_overrides(argv)
     saved = {k: v for k, v in saved.items() if k in config.keys() and k != 'BACKUP_DIR'}
-    config.set_values(saved)
+    try:
+        config.set_values(saved)  # checked as command-line values are
+    except config.ConfigError as error:
+        raise UserError(f'{config.BACKUP_DIR}/config.json: {error}; correct it there')
     rest = config.parse_overrides(argv)  # the command line wins
     check_compatible(saved, f'drop --{{key}}={{now!r}} (the architecture comes from '
                             f'{config.BACKUP_DIR}/config.json)')

@@ -5,6 +5,7 @@
 Code reads `config.KEY` at use time, so an override applies everywhere.
 """
 import ast
+import math
 
 # --- data ---
 IMAGE_SIZE = 128  # side of the square training images, px (divisible by 4)
@@ -81,22 +82,39 @@ def _convert(key, text):
         if isinstance(default, str):
             return text  # bare strings such as paths need no quotes
         raise ConfigError(f'--{key}={text}: not a literal value (e.g. --{key}={default!r})')
+    try:
+        return _typed(key, value)
+    except ConfigError:  # say it as it was typed
+        raise ConfigError(f'--{key}={text}: expected {type(default).__name__}, '
+                          f'got {type(value).__name__}') from None
+
+
+def _typed(key, value):
+    """value as the type of key's value in config.py (an int is accepted for a float)."""
+    default = globals()[key]
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if type(value) is not type(default):
-        raise ConfigError(f'--{key}={text}: expected {type(default).__name__}, got {type(value).__name__}')
+        raise ConfigError(f'{key}={value!r}: expected {type(default).__name__}, got {type(value).__name__}')
     return value
 
 
 def set_values(values):
-    """Set several keys at once (from overrides or a saved config.json)."""
+    """Set several keys at once (from overrides or a saved config.json), checked as on the command
+    line; on an error nothing changes."""
     unknown = sorted(set(values) - set(keys()))
     if unknown:
         raise ConfigError(f'unknown setting {unknown[0]}; valid keys: {", ".join(keys())}')
-    if 'PRESET' in values:
-        globals().update(preset_values(values['PRESET']))
-    globals().update(values)  # keys given next to PRESET win over it
-    validate()
+    values = {key: _typed(key, value) for key, value in values.items()}
+    before = as_dict()
+    try:
+        if 'PRESET' in values:
+            globals().update(preset_values(values['PRESET']))
+        globals().update(values)  # keys given next to PRESET win over it
+        validate()
+    except ConfigError:
+        globals().update(before)
+        raise
 
 
 def preset_values(name):
@@ -128,6 +146,11 @@ def validate():
     def need(ok, key, why):
         if not ok:
             raise ConfigError(f'{key}={globals()[key]!r}: {why}')
+    for key in keys():
+        if isinstance(globals()[key], float):  # inf passes every range check below
+            need(math.isfinite(globals()[key]), key, 'must be a finite number')
+    for key in ('IMAGE_DIR', 'NPY_DIR', 'BACKUP_DIR', 'OUTPUT_DIR'):
+        need(globals()[key].strip() and '\0' not in globals()[key], key, 'must name a folder')
     need(IMAGE_SIZE >= 16 and IMAGE_SIZE % 4 == 0, 'IMAGE_SIZE', 'must be >= 16 and divisible by 4')
     need(16 <= LOCAL_SIZE <= IMAGE_SIZE, 'LOCAL_SIZE', f'must be between 16 and IMAGE_SIZE ({IMAGE_SIZE})')
     need(1 <= HOLE_MIN <= HOLE_MAX, 'HOLE_MIN', f'must be between 1 and HOLE_MAX ({HOLE_MAX})')
@@ -135,6 +158,7 @@ def validate():
     need(BATCH_SIZE >= 1, 'BATCH_SIZE', 'must be >= 1')
     need(NUM_IMAGES >= 2, 'NUM_IMAGES', 'must be >= 2')
     need(0 < TRAIN_RATIO < 1, 'TRAIN_RATIO', 'must be between 0 and 1')
+    need(0 <= SEED < 2 ** 32, 'SEED', 'must be between 0 and 2**32 - 1 (numpy\'s seed range)')
     need(LEARNING_RATE > 0, 'LEARNING_RATE', 'must be > 0')
     need(0 <= BETA1 < 1, 'BETA1', 'must be in [0, 1)')
     need(ALPHA >= 0, 'ALPHA', 'must be >= 0')

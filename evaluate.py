@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 PEAK = 255.0  # largest pixel value: PSNR and SSIM are on the 0-255 scale
+PSNR_MAX = 100.0  # dB for an exact match (mse 0, infinite PSNR): means and metrics.json stay numbers
 SSIM_WINDOW = 11  # side of SSIM's Gaussian window, px (Wang et al. 2004)
 SSIM_SIGMA = 1.5  # its standard deviation, px (Wang et al. 2004)
 SSIM_K1, SSIM_K2 = 0.01, 0.03  # stabilising constants (Wang et al. 2004)
@@ -44,8 +45,8 @@ def _holes(masks):
 
 
 def _psnr(mse):
-    with np.errstate(divide='ignore'):  # identical images: inf dB, which is the right answer
-        return 10.0 * np.log10(PEAK ** 2 / mse)
+    with np.errstate(divide='ignore'):  # identical images: inf dB, capped at PSNR_MAX
+        return np.minimum(10.0 * np.log10(PEAK ** 2 / mse), PSNR_MAX)
 
 
 def hole_l1(images, truth, masks):

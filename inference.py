@@ -80,28 +80,48 @@ def _pad(a, height, width):
     return np.pad(a, extra, mode='reflect')
 
 
+def work_size(height, width, resize=None):
+    """(height, width) the network completes a photo at: its own, or the short side scaled to resize."""
+    if not resize:
+        return height, width
+    scale = resize / min(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def check_size(height, width, resize=None, what='image'):
+    """Raise UserError if a height x width photo cannot be completed (with --resize resize).
+
+    Needs neither the photo's pixels nor a network, so callers check every photo first.
+    """
+    work_h, work_w = work_size(height, width, resize)
+    if min(work_h, work_w) < SIZE_STEP:
+        scaled = f' (with --resize {resize}: {work_w}x{work_h})' if resize else ''
+        raise UserError(f'{what} is {width}x{height} px{scaled}; need at least {SIZE_STEP} px a side')
+    if work_h * work_w > MAX_PIXELS:
+        if resize:
+            raise UserError(f'{what} is {width}x{height} px; with --resize {resize} it would be '
+                            f'{work_w}x{work_h}, too large to complete: use a smaller --resize')
+        raise UserError(f'{what} is {width}x{height} px, too large to complete at full size; '
+                        f'add --resize {config.IMAGE_SIZE * 4} (short side in px)')
+
+
 def complete_photo(nets, name, photo, hole, resize=None, blend=False):
     """Complete one photo at its own size; pixels outside the hole come back unchanged.
 
     Args: photo uint8 [H,W,3]; hole bool [H,W]; resize: complete with the short
     side scaled to this many px and scale the hole's pixels back up.
     """
+    check_size(*hole.shape, resize)  # before resizing: --resize 100000 must not allocate GBs
     masked = evaluate.hide_holes(photo[None], hole[None, ..., None])[0]
     work, work_hole = masked, hole
     if resize:
-        scale = resize / min(hole.shape)
-        size = (max(1, round(hole.shape[1] * scale)), max(1, round(hole.shape[0] * scale)))
+        height, width = work_size(*hole.shape, resize)
         # Telea first, so the hole's zeros do not bleed into its known neighbours when resampling.
         prefilled = evaluate.telea(masked[None], hole[None, ..., None])[0]
-        shrink = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        work = cv2.resize(prefilled, size, interpolation=shrink)
-        work_hole = cv2.resize(hole.astype(np.float32), size, interpolation=shrink) > 0
+        shrink = cv2.INTER_AREA if resize < min(hole.shape) else cv2.INTER_LINEAR
+        work = cv2.resize(prefilled, (width, height), interpolation=shrink)
+        work_hole = cv2.resize(hole.astype(np.float32), (width, height), interpolation=shrink) > 0
     height, width = work_hole.shape
-    if min(height, width) < SIZE_STEP:
-        raise UserError(f'image is {width}x{height} px; need at least {SIZE_STEP} px a side')
-    if height * width > MAX_PIXELS:
-        raise UserError(f'image is {width}x{height} px, too large to complete at full size; '
-                        f'add --resize {config.IMAGE_SIZE * 4} (short side in px)')
     # The generator is fully convolutional: pad to a multiple of 4, complete, crop back.
     # The mask is padded the same way, so the reflected hole is a hole, not black known pixels.
     padded_h, padded_w = -(-height // SIZE_STEP) * SIZE_STEP, -(-width // SIZE_STEP) * SIZE_STEP

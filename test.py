@@ -15,15 +15,18 @@ Your own photos, at their own resolution (white in the mask = hole):
     python test.py --image photo.jpg --box 40,60,32,24 --blend    # rectangle x,y,w,h
     python test.py --image photos/ --mask masks/ --out completed/  # masks named like the photos
     python test.py --image photo.jpg --mask mask.png --resize 128 --model pretrained
+An existing output file is replaced only with --overwrite, and never an input.
 
 The architecture, hole sizes and other settings come from BACKUP_DIR/config.json,
 saved by train.py, so the graph always matches the checkpoints; --KEY=value of
 config.py overrides the rest (e.g. --BATCH_SIZE=4, --BACKUP_DIR=runs/a/backup).
 """
 import argparse
-import glob
+import contextlib
+import json
 import math
 import os
+import re
 
 import cli
 import config
@@ -41,6 +44,7 @@ import photos
 import plots
 
 GRID_ROWS = 8  # test images per grid_NNN.png
+GRID_LIST = 'grids.json'  # the grids test.py wrote in OUTPUT_DIR/test: the only files it deletes
 
 
 def complete_batch(nets, names, truth, masks, pixel, batch_stats=False):
@@ -84,6 +88,29 @@ def write_report(out_dir, npy, count, nets, names, means, extra):
     return text
 
 
+def remove_old_grids(out_dir):
+    """Delete the grids the last run listed in GRID_LIST, so a run on fewer images leaves none
+    of them behind. Other files are never deleted, whatever OUTPUT_DIR a shared config.json names."""
+    path = os.path.join(out_dir, GRID_LIST)
+    try:
+        with open(path) as f:
+            names = json.load(f)
+    except (OSError, ValueError):
+        names = []  # no list yet, or a damaged one: delete nothing
+    for name in names if isinstance(names, list) else []:
+        if isinstance(name, str) and re.fullmatch(r'grid_\d+\.png', name):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(out_dir, name))
+    data.write_json(path, [])
+
+
+def record_grid(out_dir, written, name):
+    """Add a grid to GRID_LIST before it is written, so a crash mid-write still lists it."""
+    written.append(name)
+    data.write_json(os.path.join(out_dir, GRID_LIST), written)
+    return os.path.join(out_dir, name)
+
+
 def run_test_set(nets, npy, max_grids, batch_stats):
     images = data.load_images(npy)
     count = len(images)
@@ -92,8 +119,8 @@ def run_test_set(nets, npy, max_grids, batch_stats):
     pixel = nets.mean_pixel()
     out_dir = os.path.join(config.OUTPUT_DIR, 'test')
     os.makedirs(out_dir, exist_ok=True)
-    for old in glob.glob(os.path.join(out_dir, 'grid_*.png')):
-        os.remove(old)  # a run on fewer images must not leave the previous run's grids behind
+    remove_old_grids(out_dir)
+    written = []
     titles = grid_titles(nets, names)
     identity = evaluate.FaceIdentity.load()
     if identity is None:
@@ -120,7 +147,8 @@ def run_test_set(nets, npy, max_grids, batch_stats):
                            + [outputs[nets.label(n)][part] for n in names]
                            + [outputs[f'{nets.label(names[-1])} + blending'][part], truth[part]])
                 labels = [f'#{start + offset + r}' for r in range(len(truth[part]))]
-                plots.save_grid(os.path.join(out_dir, f'grid_{grid:03d}.png'), columns, titles, labels)
+                path = record_grid(out_dir, written, f'grid_{grid:03d}.png')
+                plots.save_grid(path, columns, titles, labels)
             bar.update(len(truth))
     means = {m: {k: v / count for k, v in values.items()} for m, values in sums.items()}
     extra = {m: v for m, v in means.items() if m.endswith('(batch statistics)')}
@@ -132,7 +160,8 @@ def run_test_set(nets, npy, max_grids, batch_stats):
 
 def run_user_images(nets, name, work, args):
     for photo, hole, out in tqdm(work, unit='img', desc='completing', disable=len(work) < 2):
-        photos.write_image(out, inference.complete_photo(nets, name, photo, hole, args.resize, args.blend))
+        photos.write_image(out, inference.complete_photo(nets, name, photo, hole, args.resize, args.blend),
+                           args.overwrite)
         print(f'wrote {out} ({photo.shape[1]}x{photo.shape[0]}, {int(hole.sum())} hole px, '
               f'{nets.label(name)}{" + blending" if args.blend else ""})')
 
@@ -150,6 +179,8 @@ def parse_args(argv):
     parser.add_argument('--mask', help='mask image (white = hole) of the same size, or a folder of them')
     parser.add_argument('--box', metavar='X,Y,W,H', help='rectangular hole instead of --mask, px')
     parser.add_argument('--out', help='output file (or folder for a folder of photos)')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace output files that exist (never an input)')
     parser.add_argument('--resize', type=int, metavar='N', help='scale the short side to N px first')
     parser.add_argument('--blend', action='store_true', help='Poisson-blend the completion (--image)')
     parser.add_argument('--model', choices=[backup.PRETRAINED, backup.LATEST],
@@ -166,7 +197,7 @@ def parse_args(argv):
             raise errors.UserError('--npy, --grids and --batch-stats are for the test set, not --image')
     else:
         used = [f'--{k}' for k in ('mask', 'box', 'out', 'resize') if getattr(args, k)]
-        used += ['--blend'] if args.blend else []
+        used += [flag for flag in ('--blend', '--overwrite') if getattr(args, flag[2:])]
         if used:
             raise errors.UserError(f'{" ".join(used)}: only with --image PHOTO (the test-set table '
                                    f'always shows the networks with and without blending)')
@@ -180,7 +211,8 @@ def main(argv):
     found = inference.find_checkpoints(args.model)
     # Every input is checked before the networks are built, so a mistake costs no waiting.
     if args.image:
-        work = photos.load_jobs(args.image, args.mask, args.box, args.out)
+        work = photos.load_jobs(args.image, args.mask, args.box, args.out, args.overwrite,
+                                lambda what, w, h: inference.check_size(h, w, args.resize, what))
         name = backup.LATEST if backup.LATEST in found else backup.PRETRAINED
         if not args.model and name == backup.PRETRAINED:
             print(f'note: no latest checkpoint in {config.BACKUP_DIR}/; using {found[name]}')

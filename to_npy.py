@@ -8,19 +8,29 @@ Output: NPY_DIR/x_train.npy  uint8 [round(N*TRAIN_RATIO), IMAGE_SIZE, IMAGE_SIZE
 
 NUM_IMAGES photos are picked at random (SEED), centre-cropped to a square and
 resized to IMAGE_SIZE. Unreadable files are skipped and listed in meta.json.
+The three files are written into a new folder that then replaces NPY_DIR whole (the
+old set is kept as NPY_DIR.previous/), and a second to_npy.py on the same NPY_DIR is refused.
 
     python to_npy.py                      # data/images/ -> data/npy/
     python to_npy.py --src ~/img_align_celeba --NUM_IMAGES=20000
     python to_npy.py --demo 1000          # synthetic faces for the demo
 """
 import argparse
+import contextlib
+import ctypes
+import errno
+import glob
 import multiprocessing
 import os
+import re
+import shutil
 import signal
+import sys
 import time
 
 import cli
 import config
+import filelock
 import numpy as np
 from tqdm import tqdm
 
@@ -29,28 +39,24 @@ import data
 import errors
 import photos
 
-MAX_PIXELS = 100_000_000  # larger files are skipped rather than decoded into GBs of memory
+FILES = ('x_train.npy', 'x_test.npy', 'meta.json')  # one data set; NPY_DIR holds nothing else
+PREVIOUS = '.previous'  # NPY_DIR + this: the set the last run replaced
+PARTIAL = '.partial-'  # NPY_DIR + this + pid: a set being written
+RENAME_EXCHANGE = 2  # renameat2() flag (Linux): swap two paths in one step
+AT_FDCWD = -100  # renameat2() directory argument: paths relative to the working directory
 
 
 def load_square(path):
-    """Decode, centre-crop to a square and resize one image.
+    """Decode (unless the header says it is too large), centre-crop to a square and resize one image.
 
     Returns: (uint8 [IMAGE_SIZE,IMAGE_SIZE,3] RGB, None) or (None, reason).
     """
-    import cv2
     try:
-        raw = np.fromfile(path, np.uint8)
+        img = photos.decode(path)  # IMREAD_COLOR: gray, RGBA, 16-bit and CMYK become 8-bit BGR
+    except photos.Unusable as why:
+        return None, str(why)
     except OSError as error:
         return None, error.strerror or str(error)
-    if raw.size == 0:
-        return None, 'empty file'
-    # IMREAD_COLOR turns grayscale, RGBA, 16-bit and CMYK into 8-bit BGR.
-    img = cv2.imdecode(raw, cv2.IMREAD_COLOR)
-    if img is None:
-        return None, 'not a readable image'
-    h, w = img.shape[:2]
-    if h * w > MAX_PIXELS:
-        return None, f'too large ({w}x{h})'
     return photos.square(img, config.IMAGE_SIZE)[:, :, ::-1], None
 
 
@@ -91,18 +97,135 @@ def save_npy(path, array):
         np.save(f, array)
 
 
+def target():
+    """NPY_DIR with symlinks resolved: the folder a new set replaces (a link to it still works)."""
+    return os.path.realpath(config.NPY_DIR)
+
+
+def cannot_write(error):
+    """The one-line error for a data set that could not be written (NPY_DIR is left as it was)."""
+    if error.filename and os.path.isfile(error.filename):
+        why = f'{error.filename} is a file'
+    else:
+        why = (error.strerror or str(error)) + (f' ({error.filename})' if error.filename else '')
+    return errors.UserError(f'cannot write the data set to {config.NPY_DIR}/: {why}; nothing was '
+                            f'changed: choose another NPY_DIR, free disk space or fix the permissions')
+
+
+@contextlib.contextmanager
+def dataset_lock():
+    """Hold the lock beside NPY_DIR (NPY_DIR.lock) while a set is made; the OS drops it if the
+    process dies. A second to_npy.py on the same NPY_DIR is refused before it decodes anything."""
+    path = target() + '.lock'
+    lock = filelock.FileLock(path, timeout=0)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        lock.acquire()
+    except filelock.Timeout:
+        raise errors.UserError(f'another to_npy.py is writing {config.NPY_DIR}/ (it holds {path}); '
+                               f'wait for it to finish, or set NPY_DIR elsewhere')
+    except OSError as error:
+        raise cannot_write(error)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def other_files(folder):
+    """Names in folder that no to_npy.py wrote (its files, their temporary files, .gitkeep aside)."""
+    temporary = r'\.(x_train\.npy|x_test\.npy|meta\.json)\..+\.tmp'  # atomic.replace's names
+    return sorted(n for n in os.listdir(folder)
+                  if n not in FILES + ('.gitkeep',) and not re.fullmatch(temporary, n))
+
+
+def check_target():
+    """Refuse to replace an NPY_DIR (or its previous set) that holds anything else: the whole
+    folder is swapped, so it would go along."""
+    for folder in (target(), target() + PREVIOUS):
+        if os.path.lexists(folder) and not os.path.isdir(folder):
+            raise errors.UserError(f'{folder} is not a folder; set NPY_DIR to a folder of its own')
+        other = other_files(folder) if os.path.isdir(folder) else []
+        if other:
+            raise errors.UserError(f'{folder}/ holds {", ".join(other[:3])}{" ..." if other[3:] else ""}, '
+                                   f'which to_npy.py did not write, and it replaces the whole folder: '
+                                   f'move them out, or set NPY_DIR to a folder of its own')
+
+
+def remove_partial():
+    """Delete the half-written sets of runs that were killed; call with dataset_lock held (then no
+    other run is writing one)."""
+    for partial in glob.glob(glob.escape(target() + PARTIAL) + '*'):
+        if os.path.isdir(partial) and not other_files(partial):
+            shutil.rmtree(partial)
+
+
+def _exchange(a, b):
+    """Swap two folders in one step (Linux renameat2); False where the system cannot."""
+    if sys.platform != 'linux':
+        return False
+    rename = getattr(ctypes.CDLL(None, use_errno=True), 'renameat2', None)  # glibc 2.28 and later
+    if rename is None:
+        return False
+    rename.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if rename(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False  # a file system or kernel without the exchange
+    raise OSError(code, os.strerror(code), b)
+
+
+def swap_in(folder):
+    """Make the complete set in folder NPY_DIR; the set it replaces becomes NPY_DIR.previous.
+
+    Readers see the old set or the new one, never a mix: one exchange on Linux; elsewhere two
+    renames, between which NPY_DIR is missing for an instant (still never mixed).
+    Returns: the previous set's folder, or None if there was none.
+    """
+    if os.path.isdir(target()) and not os.listdir(target()):
+        os.rmdir(target())  # an empty folder holds no set to keep
+    if not os.path.lexists(target()):
+        os.rename(folder, target())
+        return None
+    previous = target() + PREVIOUS
+    if os.path.lexists(previous):
+        shutil.rmtree(previous)  # check_target found nothing but a data set there
+    if _exchange(folder, target()):
+        os.rename(folder, previous)
+    else:
+        os.rename(target(), previous)
+        try:
+            os.rename(folder, target())
+        except OSError:
+            os.rename(previous, target())
+            raise
+    return previous
+
+
 def write_dataset(images, source, skipped):
-    """Split images into train/test and write them with meta.json; returns the meta dict."""
+    """Split images into train/test and write them with meta.json as a new NPY_DIR, replacing
+    the old set whole (call with dataset_lock held).
+
+    Returns: the meta dict, and the folder now holding the replaced set (None if there was none).
+    """
     n_train = min(len(images) - 1, max(1, int(round(len(images) * config.TRAIN_RATIO))))
-    os.makedirs(config.NPY_DIR, exist_ok=True)
-    save_npy(data.npy_path('train'), images[:n_train])
-    save_npy(data.npy_path('test'), images[n_train:])
     meta = {'source': source, 'image_size': config.IMAGE_SIZE, 'train': n_train,
             'test': len(images) - n_train, 'seed': config.SEED,
             'mean_pixel_rgb': [round(float(v), 2) for v in data.mean_rgb(images)],
             'skipped': len(skipped), 'skipped_files': skipped}
-    data.write_json(os.path.join(config.NPY_DIR, 'meta.json'), meta)
-    return meta
+    folder = f'{target()}{PARTIAL}{os.getpid()}'
+    try:
+        os.mkdir(folder)
+        save_npy(os.path.join(folder, 'x_train.npy'), images[:n_train])
+        save_npy(os.path.join(folder, 'x_test.npy'), images[n_train:])
+        data.write_json(os.path.join(folder, 'meta.json'), meta)
+        previous = swap_in(folder)
+    except OSError as error:
+        raise cannot_write(error)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)  # gone after the swap; else a half-written set
+    return meta, previous
 
 
 def no_images_message(src):
@@ -112,33 +235,40 @@ def no_images_message(src):
 
 
 def main(argv):
+    rest = config.parse_overrides(argv)  # first, so a bare --demo means the NUM_IMAGES given
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--src', default=None, help=f'folder of photos (default {config.IMAGE_DIR})')
-    parser.add_argument('--demo', type=int, nargs='?', const=-1, metavar='N',
+    parser.add_argument('--demo', type=int, nargs='?', const=config.NUM_IMAGES, metavar='N',
                         help='write N synthetic faces instead (default NUM_IMAGES)')
-    args = parser.parse_args(config.parse_overrides(argv))
+    args = parser.parse_args(rest)
     start = time.time()
     if args.demo is not None:
-        import synthetic
-        count = config.NUM_IMAGES if args.demo < 0 else args.demo
+        count = args.demo
         if count < 2:
             raise errors.UserError(f'--demo {count}: need at least 2 images (one for each split)')
-        images, skipped, source = synthetic.faces(count, config.IMAGE_SIZE, config.SEED), {}, 'synthetic'
     else:
         src = args.src or config.IMAGE_DIR
         if not os.path.isdir(src):
             raise errors.UserError(no_images_message(src))
-        paths = photos.find_images(src)
-        if not paths:
-            raise errors.UserError(no_images_message(src))
-        images, skipped = pick_images(paths, config.NUM_IMAGES)
-        source = os.path.abspath(src)
-        if len(images) < 2:
-            raise errors.UserError(no_images_message(src) + f' ({len(skipped)} files could not be read)')
-    meta = write_dataset(images, source, skipped)
+    check_target()
+    with dataset_lock():
+        remove_partial()
+        if args.demo is not None:
+            import synthetic
+            images, skipped, source = synthetic.faces(count, config.IMAGE_SIZE, config.SEED), {}, 'synthetic'
+        else:
+            paths = photos.find_images(src)
+            if not paths:
+                raise errors.UserError(no_images_message(src))
+            images, skipped = pick_images(paths, config.NUM_IMAGES)
+            source = os.path.abspath(src)
+            if len(images) < 2:
+                raise errors.UserError(no_images_message(src) + f' ({len(skipped)} files could not be read)')
+        meta, previous = write_dataset(images, source, skipped)
     print(f'wrote {meta["train"]} train + {meta["test"]} test images of {config.IMAGE_SIZE}x'
           f'{config.IMAGE_SIZE} to {config.NPY_DIR}/ in {time.time() - start:.1f} s'
-          + (f'; skipped {len(skipped)} unreadable files (listed in meta.json)' if skipped else ''))
+          + (f'; skipped {len(skipped)} unreadable files (listed in meta.json)' if skipped else '')
+          + (f'; the set it replaced is in {previous}/' if previous else ''))
     if len(images) < config.NUM_IMAGES and args.demo is None:
         print(f'note: only {len(images)} usable images, fewer than NUM_IMAGES={config.NUM_IMAGES}')
 

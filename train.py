@@ -233,6 +233,9 @@ def main(argv):
         moved = backup.move_aside()
         if moved:
             print(f'moved the previous run to {moved}/')
+        outputs = backup.move_outputs_aside(moved)
+        if outputs:
+            print(f'moved its loss.csv, loss.png, logs/ and sample grids to {outputs}/')
     checkpoint = args.resume or backup.find()
     saved = backup.read_run_config()
     if checkpoint and saved:

@@ -577,12 +577,24 @@ def test_to_npy_killed_anywhere_never_leaves_a_half_written_npy(tmp_path):
             path.unlink()
         for name, content in old_files.items():
             (npy / name).write_bytes(content)
+        for partial in tmp_path.glob('npy.partial-*'):  # a killed run's, as the next run removes it
+            shutil.rmtree(partial)
+
+    def written():
+        """Names in the folders to_npy.py writes a new set into (npy.partial-<pid>)."""
+        names = []
+        for partial in tmp_path.glob('npy.partial-*'):
+            try:
+                names += os.listdir(partial)
+            except FileNotFoundError:  # swapped in meanwhile
+                pass
+        return names
 
     def signal_when_writing(proc, sig):
         """Send sig a few ms after x_train.npy's temp file appears (the write takes ~10-30 ms,
         so poll fast); False if the run finished first."""
         while proc.proc.poll() is None:
-            if any(n.startswith('.x_train.npy.') for n in os.listdir(npy)):  # atomic.replace's temp
+            if any(n.startswith('.x_train.npy.') for n in written()):  # atomic.replace's temp
                 time.sleep(rng.uniform(0, 0.004))
                 os.killpg(proc.pid, sig)
                 return True
@@ -609,12 +621,13 @@ def test_to_npy_killed_anywhere_never_leaves_a_half_written_npy(tmp_path):
             state = npy_state(npy)
             for name in state:
                 assert state[name] in (old[name], new[name]), f'kill {k}: {name} is neither old nor new'
+            assert state in (old, new), f'kill {k}: a mix of the old and the new set'
             if killed:
                 kills += 1
-                hit_write += any('.tmp' in n for n in os.listdir(npy))
+                hit_write += any('.tmp' in n for n in written())
                 break
     print(f'\nto_npy: {kills} kills, {hit_write} inside a write; every time x_train.npy, x_test.npy '
-          f'and meta.json were each complete (old or new)')
+          f'and meta.json were together the old set or the new one')
     assert hit_write, 'no kill landed inside a write; the test lost its aim'
     # Ctrl-C during the write: clean exit 130, no temp file left, the old or the new data.
     for attempt in range(3):
@@ -626,9 +639,8 @@ def test_to_npy_killed_anywhere_never_leaves_a_half_written_npy(tmp_path):
     else:
         pytest.fail('to_npy.py always finished before its write could be interrupted')
     assert proc.wait(30) == 130, proc.tail()
-    assert not [n for n in os.listdir(npy) if '.tmp' in n]
-    state = npy_state(npy)
-    assert all(state[n] in (old[n], new[n]) for n in state)
+    assert not [n for n in os.listdir(npy) if '.tmp' in n] and not list(tmp_path.glob('npy.partial-*'))
+    assert npy_state(npy) in (old, new)
 
 
 def write_image(path, image, **kw):

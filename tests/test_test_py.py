@@ -120,7 +120,7 @@ def test_psnr_of_the_whole_image():
     image = truth + np.array([10, 0], np.uint8)[:, None, None, None]  # image 0 off by 10, image 1 exact
     values = evaluate.psnr(image, truth)
     assert values[0] == pytest.approx(10 * math.log10(255 ** 2 / 100))  # 28.13 dB
-    assert values[1] == np.inf
+    assert values[1] == evaluate.PSNR_MAX  # exact: capped, not inf
 
 
 def test_ssim_of_constant_images_by_hand():
@@ -224,7 +224,7 @@ def test_test_set_writes_grids_and_the_table(run, tmp_path, capsys):
     assert script.main([f'--BACKUP_DIR={run}/backup', f'--OUTPUT_DIR={out}']) == 0
     printed = capsys.readouterr().out
     grids = sorted(os.listdir(out / 'test'))
-    assert grids == ['grid_000.png', 'grid_001.png', 'metrics.json', 'metrics.md']
+    assert grids == ['grid_000.png', 'grid_001.png', 'grids.json', 'metrics.json', 'metrics.md']
     first, second = (cv2.imread(str(out / 'test' / f'grid_00{i}.png')) for i in (0, 1))
     assert first.shape[1] > 5 * 100 and first.shape[0] > 8 * 100  # 5 columns, 8 rows of ~1.6 in
     assert second.shape[0] < first.shape[0]  # the last grid holds the remaining 4 images
