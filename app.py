@@ -34,7 +34,7 @@ import photos
 from errors import UserError
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-EXAMPLES = [os.path.join(ROOT, 'docs', 'examples', 'astronaut.png')]  # public domain (NASA), see docs/examples/
+EXAMPLES = [os.path.join(ROOT, 'docs', 'examples', 'astronaut.png')]  # public domain: docs/examples/README.md
 INSTALL = 'pip install -r requirements-app.txt'
 MAX_UPLOAD_MB = 20  # larger files are refused before they are read
 MAX_UPLOAD_PIXELS = 40_000_000  # larger photos are refused after decoding (120 MB as RGB)
@@ -101,7 +101,7 @@ class Handler:
             return None, str(error).replace(path, name)
         height, width = photo.shape[:2]
         if height * width > MAX_UPLOAD_PIXELS:
-            return None, (f'{name} is {width}x{height} = {height * width / 1e6:.0f} Mpx; the page '
+            return None, (f'{name} is {width}x{height} = {height * width / 1e6:.1f} Mpx; the page '
                           f'takes up to {MAX_UPLOAD_PIXELS / 1e6:.0f} Mpx: scale it down first.')
         note = ''
         if height * width > inference.MAX_PIXELS:
@@ -274,7 +274,8 @@ def main(argv):
         print(f'note: {handler.problem}')
     else:
         for name, info in handler.nets.info.items():
-            print(f'{handler.nets.label(name)}: {info["path"]} (epoch {info["epoch"]}, phase {info["phase"]})')
+            print(f'{handler.nets.label(name)}: {info["path"]} '
+                  f'(epoch {info["epoch"]}, phase {info["phase"]})')
     if not _loopback(args.host):
         print(f'note: listening on {args.host}: anyone who can reach this machine can use the page')
     try:

@@ -112,9 +112,10 @@ def upload(driver, url, photo, timeout=60):
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver.get(url)
-    WebDriverWait(driver, timeout).until(lambda d: d.find_elements(By.CSS_SELECTOR, '#photo input[type=file]'))
+    chooser = '#photo input[type=file]'
+    WebDriverWait(driver, timeout).until(lambda d: d.find_elements(By.CSS_SELECTOR, chooser))
     before = _message(driver)
-    driver.find_element(By.CSS_SELECTOR, '#photo input[type=file]').send_keys(os.path.abspath(photo))
+    driver.find_element(By.CSS_SELECTOR, chooser).send_keys(os.path.abspath(photo))
     return _new_message(driver, before, timeout)
 
 
@@ -159,7 +160,8 @@ def paint(driver, stroke, photo_size, brush=None, rectangle=False, timeout=60):
     actions = ActionChains(driver).move_to_element_with_offset(canvas, *offsets[0]).click_and_hold()
     for (x0, y0), (x1, y1) in zip(offsets, offsets[1:]):
         for step in range(1, 6):  # small moves, so the stroke is continuous
-            actions.move_to_element_with_offset(canvas, x0 + (x1 - x0) * step // 5, y0 + (y1 - y0) * step // 5)
+            x, y = x0 + (x1 - x0) * step // 5, y0 + (y1 - y0) * step // 5
+            actions.move_to_element_with_offset(canvas, x, y)
     actions.release().perform()
 
 

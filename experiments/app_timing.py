@@ -64,7 +64,8 @@ def time_handler(repeat):
 
 
 def time_http(repeat, app_args):
-    spec = importlib.util.spec_from_file_location('app_screenshot', os.path.join(ROOT, 'docs', 'app_screenshot.py'))
+    path = os.path.join(ROOT, 'docs', 'app_screenshot.py')
+    spec = importlib.util.spec_from_file_location('app_screenshot', path)
     page = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(page)
     from gradio_client import Client, handle_file
@@ -75,7 +76,8 @@ def time_http(repeat, app_args):
             client = Client(url, verbose=False, download_files=tmp)
             for size in SIZES:
                 photo, hole = photo_and_hole(size)
-                photo_path, layer_path = os.path.join(tmp, f'{size}.png'), os.path.join(tmp, f'{size}-paint.png')
+                photo_path = os.path.join(tmp, f'{size}.png')
+                layer_path = os.path.join(tmp, f'{size}-paint.png')
                 cv2.imwrite(photo_path, photo[..., ::-1])
                 layer = np.zeros((size, size, 4), np.uint8)
                 layer[hole] = 255
@@ -84,8 +86,8 @@ def time_http(repeat, app_args):
                 totals = []
                 for _ in range(repeat):
                     start = time.perf_counter()
-                    client.predict({'background': None, 'layers': [handle_file(layer_path)], 'composite': None},
-                                   'as painted', app.OWN_SIZE, api_name='/complete')
+                    paint = {'background': None, 'layers': [handle_file(layer_path)], 'composite': None}
+                    client.predict(paint, 'as painted', app.OWN_SIZE, api_name='/complete')
                     totals.append((time.perf_counter() - start) * 1000)
                 print(f'HTTP    {size}x{size}: {summary(totals)}')
     finally:

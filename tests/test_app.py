@@ -25,7 +25,8 @@ import errors  # noqa: E402
 import inference  # noqa: E402
 import synthetic  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location('app_screenshot', os.path.join(ROOT, 'docs', 'app_screenshot.py'))
+_spec = importlib.util.spec_from_file_location('app_screenshot',
+                                               os.path.join(ROOT, 'docs', 'app_screenshot.py'))
 page = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(page)
 
@@ -171,12 +172,11 @@ def test_bad_uploads_are_one_message(handler, uploads, name, message):
 
 
 def test_a_photo_with_too_many_pixels_is_refused_after_reading(handler, tmp_path):
-    rows = app.MAX_UPLOAD_PIXELS // 8000 + 1
     path = tmp_path / 'big.png'
-    assert cv2.imwrite(str(path), np.zeros((rows, 8000, 3), np.uint8))  # compresses to a few MB
+    assert cv2.imwrite(str(path), np.zeros((6000, 8000, 3), np.uint8))  # compresses to a few MB
     photo_array, said = handler.open_photo(str(path))
     assert photo_array is None
-    assert said == f'big.png is 8000x{rows} = 40 Mpx; the page takes up to 40 Mpx: scale it down first.'
+    assert said == 'big.png is 8000x6000 = 48.0 Mpx; the page takes up to 40 Mpx: scale it down first.'
 
 
 def test_a_good_upload_and_the_large_photo_note(handler, uploads, tmp_path):
@@ -205,10 +205,10 @@ def test_bad_paint_is_one_message(handler, hole, resize, message):
 
 def test_no_photo_and_too_many_pixels_at_full_size(handler):
     assert handler.complete(None, stroke_hole(40, 52)).message.startswith('Upload a photo first')
-    wide = np.zeros((1000, 4001, 3), np.uint8)
-    result = handler.complete(wide, stroke_hole(1000, 4001))
+    large = np.zeros((2000, 2100, 3), np.uint8)
+    result = handler.complete(large, stroke_hole(2000, 2100))
     assert result.columns == [] and result.message == (
-        'The photo is 4001x1000 = 4.0 Mpx, more than the 4 Mpx the networks complete at full size: '
+        'The photo is 2100x2000 = 4.2 Mpx, more than the 4 Mpx the networks complete at full size: '
         'choose a resize (e.g. 512).')
 
 
@@ -229,7 +229,8 @@ def test_without_a_model_the_page_says_how_to_get_one(tmp_path):
     backup.apply_run_config([f'--BACKUP_DIR={tmp_path}/nothing'])
     empty = app.Handler.load()
     assert empty.nets is None
-    assert empty.problem.startswith(f'no trained model in {tmp_path}/nothing/: train first with python train.py')
+    assert empty.problem.startswith(f'no trained model in {tmp_path}/nothing/: train first with '
+                                    f'python train.py')
     assert 'bash demo.sh' in empty.problem and '\n' not in empty.problem
     assert empty.complete(photo(40, 52), stroke_hole(40, 52)).message == empty.problem
     assert len(empty.titles()) == 3
@@ -255,7 +256,8 @@ def test_one_checkpoint_fills_its_column_and_says_which_is_missing(run, tmp_path
 
 def test_without_gradio_one_line_names_the_install(monkeypatch, tmp_path):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: None if name == 'gradio' else real(name, *a))
+    monkeypatch.setattr(importlib.util, 'find_spec',
+                        lambda name, *a: None if name == 'gradio' else real(name, *a))
     with pytest.raises(errors.UserError, match=r'^app.py needs Gradio, an optional install: '
                                                r'pip install -r requirements-app.txt$'):
         app.main([f'--BACKUP_DIR={tmp_path}/nothing'])
@@ -264,7 +266,8 @@ def test_without_gradio_one_line_names_the_install(monkeypatch, tmp_path):
 def test_it_listens_on_this_machine_unless_told_otherwise():
     assert app.parse_args([]).host == '127.0.0.1'
     assert app.parse_args(['--host', '0.0.0.0', '--port', '8000']).port == 8000
-    assert [app._loopback(h) for h in ('127.0.0.1', 'localhost', '::1', '0.0.0.0', '192.168.1.2', 'myhost')] == [
+    hosts = ('127.0.0.1', 'localhost', '::1', '0.0.0.0', '192.168.1.2', 'myhost')
+    assert [app._loopback(h) for h in hosts] == [
         True, True, True, False, False, False]
     with pytest.raises(errors.UserError, match='--port 0: need 1-65535'):
         app.parse_args(['--port', '0'])
@@ -399,7 +402,9 @@ def test_the_server_listens_on_loopback_and_writes_only_in_its_folder(server, cl
 # --- a real browser ---
 
 @needs_browser
-def test_a_browser_paints_a_hole_and_sees_three_results(server, tmp_path):
+def test_a_browser_paints_a_hole_and_sees_three_results(server, uploads, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
     driver = page.browser()
     try:
         path = write_png(tmp_path / 'face.png', photo(96, 120, seed=7))
@@ -422,5 +427,16 @@ def test_a_browser_paints_a_hole_and_sees_three_results(server, tmp_path):
         filled = int(found.group(1).replace(',', ''))
         assert 51 * 31 <= filled < 128 * 128 // 2, message  # the box around the drag, brush included
         assert page.result_sizes(driver) == [[128, 128]] * 3
+        # Bad uploads: a line on the page each, and the page goes on working.
+        assert page.upload(driver, server['url'], uploads['text']) == (
+            'photo notes.jpg is not a readable image (use .png or .jpg)')
+        driver.get(server['url'])
+        chooser = WebDriverWait(driver, 30).until(
+            lambda d: d.find_element(By.CSS_SELECTOR, '#photo input[type=file]'))
+        chooser.send_keys(uploads['huge'])
+        WebDriverWait(driver, 30).until(lambda d: 'exceed the maximum allowed size of 20.0 Mb: "huge.jpg"'
+                                        in d.find_element(By.TAG_NAME, 'body').text)
+        assert page.pick_example(driver).startswith('astronaut.png: 128x128.')
+        assert server['process'].poll() is None
     finally:
         driver.quit()
