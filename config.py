@@ -30,6 +30,7 @@ BN_RECALIBRATE_BATCHES = 20  # batches used to re-estimate batch-norm statistics
 
 # --- training ---
 BATCH_SIZE = 16  # images per step; lower it if the GPU runs out of memory
+ACCUM_STEPS = 1  # batches whose mean gradient makes one update: BATCH_SIZE * ACCUM_STEPS images per step, batch norm sees BATCH_SIZE
 LEARNING_RATE = 1e-3  # Adam learning rate for both networks
 BETA1 = 0.9  # Adam beta1
 ALPHA = 4e-4  # weight of the adversarial loss against MSE_SCALE * mse (GLCIC paper)
@@ -156,6 +157,7 @@ def validate():
     need(1 <= HOLE_MIN <= HOLE_MAX, 'HOLE_MIN', f'must be between 1 and HOLE_MAX ({HOLE_MAX})')
     need(HOLE_MAX <= LOCAL_SIZE, 'HOLE_MAX', f'must be <= LOCAL_SIZE ({LOCAL_SIZE})')
     need(BATCH_SIZE >= 1, 'BATCH_SIZE', 'must be >= 1')
+    need(ACCUM_STEPS >= 1, 'ACCUM_STEPS', 'must be >= 1')
     need(NUM_IMAGES >= 2, 'NUM_IMAGES', 'must be >= 2')
     need(0 < TRAIN_RATIO < 1, 'TRAIN_RATIO', 'must be between 0 and 1')
     need(0 <= SEED < 2 ** 32, 'SEED', 'must be between 0 and 2**32 - 1 (numpy\'s seed range)')

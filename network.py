@@ -267,6 +267,11 @@ class Model:
             with tf.control_dependencies(ops):
                 self.train_ops[phase] = tf.group(self.step.assign_add(1), self.epoch_step.assign_add(1),
                                                  self.loss_sums.assign_add(tf.stack(losses)))
+        if config.ACCUM_STEPS > 1:
+            g_adv = _bce(self.fake_logits, 1.0)  # a separate run: D's update is already in
+            g_loss = mse + config.ALPHA * g_adv if config.ADVERSARIAL_G else mse
+            self._build_accumulation(g_opt, d_opt, g_opt.compute_gradients(mse, g_vars), d_grads,
+                                     g_opt.compute_gradients(g_loss, g_vars), g_adv, d_bn_updates)
         self.next_epoch = tf.group(self.epoch.assign_add(1), self.epoch_step.assign(0),
                                    self.loss_sums.assign(tf.zeros_like(self.loss_sums)))
         self.phase_value = tf1.placeholder(tf.int32, [], 'phase_value')
@@ -274,6 +279,36 @@ class Model:
         self.mean_pixel_value = tf1.placeholder(tf.float32, [3], 'mean_pixel_value')
         self.set_mean_pixel = self.mean_pixel.assign(self.mean_pixel_value)
         self.g_vars, self.d_vars = g_vars, d_vars
+
+    def _build_accumulation(self, g_opt, d_opt, g_mse_grads, d_grads, g_grads, g_adv, d_bn_updates):
+        """ACCUM_STEPS > 1: `stages[phase]`, a list of (accumulate, losses, apply) that
+        train.train_step runs: `accumulate` once per micro-batch (its gradients summed, batch
+        norm updated on it), then `apply` once (the mean gradient, accumulators zeroed);
+        then `count_step` with the step's mean losses."""
+        def stage(pairs, losses, bn_updates):
+            adds, applies, all_sums = [], [], []
+            for optimizer, grads in pairs:
+                with tf1.variable_scope('accumulate', reuse=tf1.AUTO_REUSE):
+                    sums = [tf1.get_variable(v.op.name, v.shape, trainable=False, initializer=tf1.zeros_initializer(),
+                                             collections=[tf1.GraphKeys.LOCAL_VARIABLES]) for _, v in grads]
+                adds += [s.assign_add(g) for s, (g, _) in zip(sums, grads)]
+                applies.append(optimizer.apply_gradients(
+                    [(s / config.ACCUM_STEPS, v) for s, (_, v) in zip(sums, grads)]))
+                all_sums += sums
+            with tf.control_dependencies(applies):  # zeroed only once the update has read them
+                apply = tf.group(*[s.assign(tf.zeros_like(s)) for s in all_sums])
+            return tf.group(*adds, *bn_updates), losses, apply
+
+        g_stage = stage([(g_opt, g_grads)], {'mse': self.mse, 'g_adv': g_adv}, self.g_bn_updates)
+        d_stage = stage([(d_opt, d_grads)], {'mse': self.mse, 'd_loss': self.d_loss}, d_bn_updates)
+        joint = stage([(g_opt, g_grads), (d_opt, d_grads)],
+                      {'mse': self.mse, 'd_loss': self.d_loss, 'g_adv': g_adv}, self.g_bn_updates + d_bn_updates)
+        self.stages = {1: [stage([(g_opt, g_mse_grads)], {'mse': self.mse}, self.g_bn_updates)],
+                       2: [d_stage],
+                       3: [d_stage, g_stage] if config.D_FIRST else [joint]}
+        self.step_losses = tf1.placeholder(tf.float64, [len(LOSS_NAMES)], 'step_losses')
+        self.count_step = tf.group(self.step.assign_add(1), self.epoch_step.assign_add(1),
+                                   self.loss_sums.assign_add(self.step_losses))
 
     @staticmethod
     def _counter(name, dtype):

@@ -111,11 +111,26 @@ class Run:
     save: callable  # save() writes backup/latest and returns its path
 
 
+def train_step(sess, model, phase, feeds):
+    """One update from the micro-batches `feeds` (ACCUM_STEPS of them); returns its losses,
+    each the mean over the micro-batches."""
+    if len(feeds) == 1:
+        _, losses = sess.run([model.train_ops[phase], model.losses[phase]], feeds[0])
+        return losses
+    losses = {}
+    for accumulate, fetch, apply in model.stages[phase]:
+        values = [sess.run([accumulate, fetch], feed)[1] for feed in feeds]
+        sess.run(apply)
+        losses.update({name: float(np.mean([v[name] for v in values])) for name in fetch})
+    sess.run(model.count_step, {model.step_losses: [losses.get(n, 0.0) for n in network.LOSS_NAMES]})
+    return losses
+
+
 def run_epoch(run, phase, epoch, first_step):
     """Train one epoch (from batch `first_step` on); returns the mean of each loss over every
     step of the epoch, those before a resume included."""
     sess, model, images = run.sess, run.model, run.images
-    size = config.BATCH_SIZE
+    size = config.BATCH_SIZE * config.ACCUM_STEPS  # images per update
     steps = len(images) // size
     order = data.stream('shuffle', epoch).permutation(len(images))
     window, in_window, last_save = {}, 0, time.time()
@@ -127,8 +142,10 @@ def run_epoch(run, phase, epoch, first_step):
         batch = data.batch(images, order[i * size:(i + 1) * size], rng if config.FLIP else None)
         masks, corners = data.sample_holes(rng, size)
         real_corners = data.sample_holes(rng, size)[1] if config.REAL_OWN_HOLES else None
-        _, losses = sess.run([model.train_ops[phase], model.losses[phase]],
-                             model.feed(batch, masks, corners, real_corners))
+        micro = [slice(j, j + config.BATCH_SIZE) for j in range(0, size, config.BATCH_SIZE)]
+        losses = train_step(sess, model, phase, [
+            model.feed(batch[m], masks[m], corners[m], None if real_corners is None else real_corners[m])
+            for m in micro])
         for name, value in losses.items():
             if not np.isfinite(value):
                 raise diverged(f'{name} became {value} at epoch {epoch + 1} batch {i + 1} (phase {phase})')
@@ -221,9 +238,10 @@ def main(argv):
         raise errors.UserError('--fresh and --resume exclude each other')
     train_images = data.load_images(data.npy_path('train'))
     test_images = data.load_images(data.npy_path('test'))
-    if len(train_images) < config.BATCH_SIZE:
-        raise errors.UserError(f'{data.npy_path("train")} holds {len(train_images)} images, fewer than '
-                               f'BATCH_SIZE={config.BATCH_SIZE}; lower BATCH_SIZE or prepare more images')
+    per_step = config.BATCH_SIZE * config.ACCUM_STEPS
+    if len(train_images) < per_step:
+        raise errors.UserError(f'{data.npy_path("train")} holds {len(train_images)} images, fewer than one '
+                               f'step\'s BATCH_SIZE * ACCUM_STEPS = {per_step}; lower them or prepare more images')
     os.makedirs(config.OUTPUT_DIR, exist_ok=True)
     lock = backup.lock()  # noqa: F841  held until the process ends
     partial = backup.remove_partial()
@@ -260,17 +278,21 @@ def main(argv):
     else:
         sess.run(tf1.global_variables_initializer())
         sess.run(model.set_mean_pixel, {model.mean_pixel_value: data.mean_pixel(train_images)})
+    sess.run(tf1.local_variables_initializer())  # ACCUM_STEPS's gradient sums: zero between steps
     backup.write_run_config()
     sess.graph.finalize()  # the loop must not grow the graph
-    print(f'{len(train_images)} training images, {len(train_images) // config.BATCH_SIZE} steps of '
-          f'{config.BATCH_SIZE} per epoch; phases: 1 until epoch {config.PRETRAIN_EPOCH}, 2 until '
+    batches = f' ({config.ACCUM_STEPS} batches of {config.BATCH_SIZE})' if config.ACCUM_STEPS > 1 else ''
+    print(f'{len(train_images)} training images, {len(train_images) // per_step} steps of '
+          f'{per_step}{batches} per epoch; phases: 1 until epoch {config.PRETRAIN_EPOCH}, 2 until '
           f'{config.PRETRAIN_EPOCH + config.D_EPOCH}, 3 until d_loss < {config.STOP_LOSS} '
           f'or epoch {config.MAX_EPOCH}')
     try:
         return train(sess, model, saver, finite, train_images, test_images, interrupt)
     except tf.errors.ResourceExhaustedError:
+        half = max(1, config.BATCH_SIZE // 2)
         raise errors.UserError(f'out of memory at BATCH_SIZE={config.BATCH_SIZE}: run python train.py '
-                               f'--BATCH_SIZE={max(1, config.BATCH_SIZE // 2)} (or lower it in config.py); '
+                               f'--BATCH_SIZE={half} --ACCUM_STEPS={config.ACCUM_STEPS * config.BATCH_SIZE // half} '
+                               f'(the same images per update; or set them in config.py); '
                                f'training resumes from the last save')
 
 
