@@ -13,7 +13,7 @@ SSIM_WINDOW = 11  # side of SSIM's Gaussian window, px (Wang et al. 2004)
 SSIM_SIGMA = 1.5  # its standard deviation, px (Wang et al. 2004)
 SSIM_K1, SSIM_K2 = 0.01, 0.03  # stabilising constants (Wang et al. 2004)
 TELEA_RADIUS = 3  # px around each hole pixel that cv2.inpaint looks at
-BLEND_PAD = 2  # px of reflected border, so a hole at the edge still gets a ring of known pixels
+BLEND_TOLERANCE = 1e-6  # the blending solve stops when its residual is this share of where it began
 
 # name, column title, True if higher is better
 METRICS = (('hole_l1', 'hole L1', False),
@@ -119,39 +119,93 @@ def telea(images, masks):
     return np.stack([_telea_one(image, hole) for image, hole in zip(images, _holes(masks))])
 
 
+def _shifted(a, dy, dx):
+    """a[y + dy, x + dx] at every (y, x) of float [H,W,C] a; NaN where that lies outside a."""
+    h, w = a.shape[:2]
+    out = np.full_like(a, np.nan)
+    out[max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)] = \
+        a[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)]
+    return out
+
+
+def _neighbour_sum(a):
+    """Sum of each pixel's 4 neighbours that lie inside float [H,W,C] a."""
+    total = np.zeros_like(a)
+    total[1:] += a[:-1]
+    total[:-1] += a[1:]
+    total[:, 1:] += a[:, :-1]
+    total[:, :-1] += a[:, 1:]
+    return total
+
+
+def _solve_hole(image, completed, known, inside):
+    """Poisson-blend one 4-connected hole of a crop; returns the crop with the hole solved.
+
+    Args: image and completed float [H,W,3]; known bool [H,W] (outside every hole); inside bool
+    [H,W] (this hole). Each hole pixel p with neighbours q inside the crop gets
+    sum_q (f_p - f_q) = sum_q v_pq (Perez et al. 2003, eq. 7), where v_pq is the completion's own
+    difference if q is in the hole. If q is known, f_q is the known pixel and v_pq is estimated
+    from both sides, one pixel on: the known pixels' step f_q - f_(q+1) and the completion's
+    g_(p-1) - g_p, so the known pixels set the level and the completion's seam is not copied.
+    A neighbour past the image border is no neighbour: nothing flows across the border.
+    """
+    g = np.where(inside[..., None], completed, np.nan)
+    f = np.where(known[..., None], image, np.nan)
+    degree = np.zeros(g.shape)
+    b = np.zeros(g.shape)  # the right-hand side for d = f - g: where the known pixels pull
+    for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+        degree += ~np.isnan(_shifted(np.zeros(g.shape), dy, dx))
+        neighbour = _shifted(f, dy, dx)
+        steps = np.stack([neighbour - _shifted(f, 2 * dy, 2 * dx), _shifted(g, -dy, -dx) - g])
+        count = (~np.isnan(steps)).sum(axis=0)
+        step = np.where(count > 0, np.nansum(steps, axis=0) / np.maximum(count, 1), 0.0)
+        b += np.nan_to_num(neighbour + step - g)
+    # Conjugate gradients on degree * d - (sum of d over hole neighbours) = b, each channel alone.
+    hole = inside[..., None]
+
+    def apply(x):
+        return (degree * x - _neighbour_sum(x)) * hole
+
+    tiny = np.finfo(float).tiny  # keeps a channel that has converged from dividing 0 by 0
+    d = np.zeros(g.shape)
+    r = b * hole
+    p = r.copy()
+    rr = (r * r).sum(axis=(0, 1))
+    stop = BLEND_TOLERANCE ** 2 * rr
+    for _ in range(int(inside.sum())):  # CG is exact after as many steps as unknowns
+        if (rr <= stop).all():
+            break
+        ap = apply(p)
+        alpha = rr / np.maximum((p * ap).sum(axis=(0, 1)), tiny)
+        d += alpha * p
+        r -= alpha * ap
+        rr, previous = (r * r).sum(axis=(0, 1)), rr
+        p = r + rr / np.maximum(previous, tiny) * p
+    return np.where(hole, np.nan_to_num(g) + d, image)
+
+
 def _blend_one(image, completed, hole):
-    """Poisson-blend one completion into the Telea-filled image, one box per connected hole."""
-    pad = ((BLEND_PAD, BLEND_PAD), (BLEND_PAD, BLEND_PAD), (0, 0))
-    # BGR for OpenCV: seamlessClone's solver is not exactly symmetric in the channels.
-    target = np.pad(_telea_one(image, hole)[..., ::-1], pad, mode='reflect')
-    source = np.pad(np.asarray(completed)[..., ::-1], pad, mode='reflect')
-    count, _, stats, _ = cv2.connectedComponentsWithStats(hole.astype(np.uint8), connectivity=8)
-    for x, y, w, h, _ in stats[1:]:  # row 0 is the background
-        # The box's outer ring keeps the target's pixels (the boundary condition), so grow the
-        # hole's box by one pixel: the ring is then made of known pixels around the hole. OpenCV
-        # erodes the box by 3 px before taking the source's gradients, so the hole's outer 2 px
-        # follow the Telea fill's gradients (no seam) and the rest the network's.
-        x, y, w, h = x + BLEND_PAD - 1, y + BLEND_PAD - 1, w + 2, h + 2
-        box = np.zeros(target.shape[:2], np.uint8)
-        box[y:y + h, x:x + w] = 255
-        # seamlessClone centres the box at (x + w // 2, y + h // 2), so it lands where it came from.
-        target = cv2.seamlessClone(source, target, box, (x + w // 2, y + h // 2), cv2.NORMAL_CLONE)
-    blended = target[BLEND_PAD:-BLEND_PAD, BLEND_PAD:-BLEND_PAD, ::-1]
-    return np.where(hole[..., None], blended, image)
+    """Poisson-blend one completion, each 4-connected hole on its own crop."""
+    out = np.array(image, np.float64)
+    completed = np.asarray(completed, np.float64)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(hole.astype(np.uint8), connectivity=4)
+    for k, (x, y, w, h, _) in enumerate(stats[1:], 1):  # row 0 is the background
+        # The equations read up to 2 px beyond the hole (a known pixel and the one past it).
+        crop = np.s_[max(y - 2, 0):y + h + 2, max(x - 2, 0):x + w + 2]
+        out[crop] = _solve_hole(out[crop], completed[crop], ~hole[crop], labels[crop] == k)
+    return np.where(hole[..., None], np.clip(np.round(out), 0, 255), image).astype(np.uint8)
 
 
 def blend(images, completed, masks):
     """The paper's post-processing: Poisson blending of the network's output into its surroundings.
 
-    Each hole is first filled with cv2.inpaint (Telea) from the known pixels;
-    then the completion is cloned into the hole's bounding box grown by 1 px
-    (cv2.seamlessClone, NORMAL_CLONE): the result keeps the network's detail
-    inside the hole but its colours meet the known pixels without a seam.
-    Within 2 px of the hole's edge the gradients are Telea's, so holes only a
-    few pixels wide come out close to the Telea fill.
-    Reads only the pixels outside the holes of `images` (the masked input,
-    never the ground truth) and the completion; pixels outside the holes come
-    back unchanged.
+    Inside each hole the result keeps the completion's gradients (its detail); its colours are
+    solved so that they meet the known pixels around the hole without a seam (Perez et al. 2003,
+    on the hole's own shape, so L-shaped holes have no corner seams). Where a hole touches the
+    image border nothing flows across it, so holes there blend as well as holes inside: a
+    perfect completion comes back unchanged up to rounding, wherever the hole is.
+    Reads only the pixels outside the holes of `images` (the masked input, never the ground
+    truth) and the completion; pixels outside the holes come back unchanged.
     """
     return np.stack([_blend_one(image, done, hole)
                      for image, done, hole in zip(images, completed, _holes(masks))])
