@@ -211,7 +211,8 @@ def train(sess, model, saver, finite, train_images, test_images, interrupt):
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0], epilog=config.help_text(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--fresh', action='store_true', help='start over (old files are moved aside)')
     parser.add_argument('--resume', metavar='CHECKPOINT', help='resume from this checkpoint prefix')
     args = parser.parse_args(config.parse_overrides(argv))
