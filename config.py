@@ -72,14 +72,14 @@ def help_text(width=100):
         lines = f.read().splitlines()
     groups = [re.fullmatch(r'# --- (.+) ---', line) for line in lines]
     settings = [re.fullmatch(r'([A-Z][A-Z0-9_]*) = (.+?)  # (.+)', line) for line in lines]
-    column = max(len(f'--{m[1]}={m[2]}') for m in settings if m) + 6
+    column = 4 + max(len(f'--{m[1]}={m[2]}') for m in settings if m) + 2  # indent, --KEY=value, gap
     out = ['settings (--KEY=value; default as in config.py):']
     for group, setting in zip(groups, settings):
         if group:
             out.append(f'  {group[1]}:')
         elif setting and setting[1] in keys():
-            out += textwrap.wrap(setting[3], width, initial_indent=f'    --{setting[1]}={setting[2]}'.ljust(column),
-                                 subsequent_indent=' ' * column)
+            key = f'    --{setting[1]}={setting[2]}'.ljust(column)
+            out += textwrap.wrap(setting[3], width, initial_indent=key, subsequent_indent=' ' * column)
             if setting[1] == 'PRESET':
                 out += [' ' * column + f'{name!r} sets ' + ' '.join(f'{k}={v!r}' for k, v in values.items())
                         for name, values in PRESETS.items()]

@@ -188,12 +188,11 @@ def _solve_hole(image, completed, known, inside, border):
     """Poisson-blend one 4-connected hole of a crop; returns the crop with the hole solved.
 
     Args: image and completed float [H,W,3]; known bool [H,W] (outside every hole); inside bool
-    [H,W] (this hole); border as for _box_inverse. Each hole pixel p with neighbours q inside the
-    crop gets
-    sum_q (f_p - f_q) = sum_q v_pq (Perez et al. 2003, eq. 7), where v_pq is the completion's own
-    difference if q is in the hole. If q is known, f_q is the known pixel and v_pq is estimated
-    from both sides, one pixel on: the known pixels' step f_q - f_(q+1) and the completion's
-    g_(p-1) - g_p, so the known pixels set the level and the completion's seam is not copied.
+    [H,W] (this hole); border as for _box_inverse. Each hole pixel p, with q its neighbours in
+    the image, gets sum_q (f_p - f_q) = sum_q v_pq (Perez et al. 2003, eq. 7), where v_pq is the
+    completion's own difference if q is in the hole. If q is known, f_q is the known pixel and
+    v_pq the mean of two estimates one pixel on, the known pixels' step f_q - f_(q+1) and the
+    completion's g_(p-1) - g_p: the known pixels set the level, the completion's seam is dropped.
     A neighbour past the image border is no neighbour: nothing flows across the border.
     """
     g = np.where(inside[..., None], completed, np.nan)
