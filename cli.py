@@ -36,7 +36,10 @@ class QuietLoad(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def exec_module(self, module):
         module.__loader__ = module.__spec__.loader = self.loader  # an ordinary module from here on
         sys.stderr.flush()
-        saved = os.dup(2)
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr to hold back (e.g. pythonw on Windows)
+            return self.loader.exec_module(module)
         with tempfile.TemporaryFile() as held:
             os.dup2(held.fileno(), 2)
             try:
