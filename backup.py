@@ -6,13 +6,13 @@ name and only then points the `checkpoint` file at it, so a crash mid-save
 leaves the previous save in charge.
 """
 import datetime
-import fcntl
 import glob
 import itertools
 import json
 import os
 import re
 
+import filelock
 import tensorflow as tf
 
 import config
@@ -29,18 +29,25 @@ def _path(name):
 
 
 def lock():
-    """Take BACKUP_DIR's lock for this process; the OS drops it when the process dies."""
+    """Take BACKUP_DIR's lock for this process; the OS drops it when the process dies.
+
+    flock on Linux and macOS, LockFileEx on Windows (through filelock). Windows also keeps the
+    locked first byte from being read, so the holder's pid is written after it.
+    """
     os.makedirs(config.BACKUP_DIR, exist_ok=True)
-    handle = open(_path('train.lock'), 'a+')
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        raise UserError(f'another train.py ({handle.read().strip() or "unknown pid"}) is using '
+    handle = open(_path('train.lock'), 'a+')  # not 'w': that would erase the holder's pid
+    if not filelock.lock_descriptor(handle.fileno(), blocking=False):
+        try:
+            handle.seek(1)
+            holder = handle.read().strip()
+        except OSError:
+            holder = ''
+        handle.close()
+        raise UserError(f'another train.py ({holder or "unknown pid"}) is using '
                         f'{config.BACKUP_DIR}/; wait for it, stop it, or set BACKUP_DIR elsewhere')
     handle.seek(0)
     handle.truncate()
-    handle.write(f'pid {os.getpid()}')
+    handle.write(f' pid {os.getpid()}')
     handle.flush()
     return handle
 

@@ -1,11 +1,70 @@
 """What every script shares: quiet TensorFlow logs and one-line errors for user mistakes."""
+import importlib.abc
+import importlib.util
 import os
+import re
 import sys
+import tempfile
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # hide TensorFlow's C++ info lines
 
 import config  # noqa: E402
 from errors import UserError  # noqa: E402
+
+ABSL_NOTICE = 'WARNING: All log messages before absl::InitializeLog() is called'
+LOG_LINE = re.compile(r'([IWEF])\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] ')  # I0000 00:00:17.5  42 port.cc:153] ...
+
+
+class QuietLoad(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports tensorflow with stderr held back, then writes what TF_CPP_MIN_LOG_LEVEL lets through.
+
+    TensorFlow's libraries log while they load, before the level applies: two of them say
+    "oneDNN custom operations are on" whatever it is set to.
+    """
+
+    def find_spec(self, name, path=None, target=None):
+        if name != 'tensorflow':
+            return None
+        sys.meta_path.remove(self)  # only the first import loads the libraries
+        spec = importlib.util.find_spec(name)
+        if spec is not None:
+            self.loader, spec.loader = spec.loader, self
+        return spec
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        module.__loader__ = module.__spec__.loader = self.loader  # an ordinary module from here on
+        sys.stderr.flush()
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr to hold back (e.g. pythonw on Windows)
+            return self.loader.exec_module(module)
+        with tempfile.TemporaryFile() as held:
+            os.dup2(held.fileno(), 2)
+            try:
+                self.loader.exec_module(module)
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                os.close(saved)
+                held.seek(0)
+                lines = held.read().decode(errors='replace').splitlines(keepends=True)
+                sys.stderr.write(''.join(line for line in lines if not hidden(line)))
+                sys.stderr.flush()
+
+
+def hidden(line):
+    """True for a line of TensorFlow's C++ log below TF_CPP_MIN_LOG_LEVEL (0 info .. 3 fatal only)."""
+    level = os.environ.get('TF_CPP_MIN_LOG_LEVEL', '0')
+    level = int(level) if level.isdigit() else 0
+    match = LOG_LINE.match(line)
+    severity = 1 if line.startswith(ABSL_NOTICE) else 'IWEF'.index(match[1]) if match else None
+    return severity is not None and severity < level
+
+
+sys.meta_path.insert(0, QuietLoad())
 
 
 def run(main):

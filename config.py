@@ -6,6 +6,8 @@ Code reads `config.KEY` at use time, so an override applies everywhere.
 """
 import ast
 import math
+import re
+import textwrap
 
 # --- data ---
 IMAGE_SIZE = 128  # side of the square training images, px (divisible by 4)
@@ -69,6 +71,26 @@ def keys():
 
 def as_dict():
     return {k: globals()[k] for k in keys()}
+
+
+def help_text(width=100):
+    """Every setting with its default and meaning, read from this file's own lines (for --help)."""
+    with open(__file__, encoding='utf-8') as f:
+        lines = f.read().splitlines()
+    groups = [re.fullmatch(r'# --- (.+) ---', line) for line in lines]
+    settings = [re.fullmatch(r'([A-Z][A-Z0-9_]*) = (.+?)  # (.+)', line) for line in lines]
+    column = 4 + max(len(f'--{m[1]}={m[2]}') for m in settings if m) + 2  # indent, --KEY=value, gap
+    out = ['settings (--KEY=value; default as in config.py):']
+    for group, setting in zip(groups, settings):
+        if group:
+            out.append(f'  {group[1]}:')
+        elif setting and setting[1] in keys():
+            key = f'    --{setting[1]}={setting[2]}'.ljust(column)
+            out += textwrap.wrap(setting[3], width, initial_indent=key, subsequent_indent=' ' * column)
+            if setting[1] == 'PRESET':
+                out += [' ' * column + f'{name!r} sets ' + ' '.join(f'{k}={v!r}' for k, v in values.items())
+                        for name, values in PRESETS.items()]
+    return '\n'.join(out)
 
 
 class ConfigError(ValueError):

@@ -169,7 +169,7 @@ def run_user_images(nets, name, work, args):
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split('\n\n', 1)[1])
+                                     epilog=__doc__.split('\n\n', 1)[1] + '\n' + config.help_text())
     parser.add_argument('--npy', help='test images (default NPY_DIR/x_test.npy)')
     parser.add_argument('--grids', type=int, default=None, metavar='N',
                         help='write only the first N grids (the table still covers every image)')

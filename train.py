@@ -18,6 +18,7 @@ import time
 import cli
 import errors
 import config
+import cv2
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
@@ -51,7 +52,8 @@ class Interrupt:
 
 
 class LossLog:
-    """output/loss.csv and loss.png once an epoch; TensorBoard scalars every LOG_EVERY steps."""
+    """output/loss.csv and loss.png once an epoch; TensorBoard scalars every LOG_EVERY steps
+    and each epoch's sample grid."""
 
     def __init__(self, epoch):
         self.csv = os.path.join(config.OUTPUT_DIR, 'loss.csv')
@@ -65,6 +67,16 @@ class LossLog:
         summary = tf1.Summary(value=[tf1.Summary.Value(tag=k, simple_value=float(v))
                                      for k, v in values.items()])
         self.writer.add_summary(summary, step)
+
+    def image(self, step, tag, path):
+        """Show a PNG file in TensorBoard's Images tab: the same bytes, so the same picture."""
+        with open(path, 'rb') as f:
+            png = f.read()
+        height, width, channels = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED).shape
+        image = tf1.Summary.Image(height=height, width=width, colorspace=channels,  # 3 RGB, 4 RGBA
+                                  encoded_image_string=png)
+        self.writer.add_summary(tf1.Summary(value=[tf1.Summary.Value(tag=tag, image=image)]), step)
+        self.writer.flush()
 
     def epoch(self, row):
         self.rows.append({k: row.get(k, '') for k in LOSS_FIELDS})
@@ -219,9 +231,10 @@ def train(sess, model, saver, finite, train_images, test_images, interrupt):
                    'seconds': round(time.time() - start, 1), **means})
         path = save()
         completed = np.asarray(model.complete(sess, samples, sample_masks))
-        plots.save_grid(os.path.join(config.OUTPUT_DIR, f'epoch_{epoch + 1:04d}.png'),
-                        [plots.show_holes(samples, sample_masks), completed, samples],
+        grid = os.path.join(config.OUTPUT_DIR, f'epoch_{epoch + 1:04d}.png')
+        plots.save_grid(grid, [plots.show_holes(samples, sample_masks), completed, samples],
                         ['input', f'completion (epoch {epoch + 1})', 'ground truth'])
+        log.image(model.state(sess)[3], 'samples', grid)
         print(f'epoch {epoch + 1} phase {phase}: ' + ' '.join(f'{k} {v:.5g}' for k, v in means.items())
               + f' ({time.time() - start:.0f} s) saved {path}')
         if finished:
@@ -230,7 +243,8 @@ def train(sess, model, saver, finite, train_images, test_images, interrupt):
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0], epilog=config.help_text(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--fresh', action='store_true', help='start over (old files are moved aside)')
     parser.add_argument('--resume', metavar='CHECKPOINT', help='resume from this checkpoint prefix')
     args = parser.parse_args(config.parse_overrides(argv))

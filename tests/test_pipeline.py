@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
 
 import config
 import data
@@ -348,7 +349,10 @@ def test_train_runs_all_phases_and_resumes(tmp_path):
     out = tmp_path / 'output'
     for name in ('epoch_0001.png', 'epoch_0004.png', 'loss.png'):
         assert (out / name).stat().st_size > 1000
-    assert os.listdir(out / 'logs')
+    # TensorBoard shows each epoch's grid: the same PNG bytes, at the step the epoch ended.
+    logs = event_accumulator.EventAccumulator(str(out / 'logs'), size_guidance={'images': 0}).Reload()
+    shown = {e.step: e.encoded_image_string for e in logs.Images('samples')}
+    assert shown == {9 * epoch: (out / f'epoch_{epoch:04d}.png').read_bytes() for epoch in (1, 2, 3, 4)}
     saved = json.loads((backup / 'config.json').read_text())
     assert saved['IMAGE_SIZE'] == 32 and saved['MAX_EPOCH'] == 4
     # Architecture settings must match the backup.
