@@ -209,15 +209,29 @@ def adopt(saver):
         saver.recover_last_checkpoints(list(state.all_model_checkpoint_paths))
 
 
-def remove_partial():
-    """Delete the half-written files of saves a crash cut short; call with the lock held.
+def remove_partial(keep=None):
+    """Delete what saves a crash cut short; call with the lock held. Returns the files removed.
 
-    TensorFlow writes each file as NAME.tempstateNNNN and renames it only when complete.
+    TensorFlow writes each file as NAME.tempstateNNNN and renames it only when complete; then
+    the `checkpoint` file is pointed at the save. A latest-<step> newer than every save that
+    file lists was cut before that, and the Saver would never rotate it away. `keep`: a
+    checkpoint prefix the user asked for (--resume), never removed.
     """
-    partial = glob.glob(os.path.join(glob.escape(config.BACKUP_DIR), '*.tempstate*'))
-    for path in partial:
+    removed = glob.glob(os.path.join(glob.escape(config.BACKUP_DIR), '*.tempstate*'))
+    try:
+        state = tf1.train.get_checkpoint_state(config.BACKUP_DIR)
+    except (tf.errors.OpError, ValueError):
+        state = None  # find() explains a damaged `checkpoint`; nothing else is touched
+    listed = [_step(p) for p in state.all_model_checkpoint_paths] if state else []
+    listed = [step for step in listed if step is not None]
+    if listed:
+        keep = os.path.abspath(keep) if keep else None
+        for prefix in _saves():
+            if _step(prefix) > max(listed) and os.path.abspath(prefix) != keep:
+                removed += glob.glob(glob.escape(prefix) + '.*')
+    for path in removed:
         os.remove(path)
-    return partial
+    return removed
 
 
 def restore(sess, saver, path, optional=()):

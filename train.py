@@ -258,7 +258,7 @@ def main(argv):
                                f'step\'s BATCH_SIZE * ACCUM_STEPS = {per_step}; lower them or prepare more images')
     os.makedirs(config.OUTPUT_DIR, exist_ok=True)
     lock = backup.lock()  # noqa: F841  held until the process ends
-    partial = backup.remove_partial()
+    partial = backup.remove_partial(keep=args.resume)
     if partial:
         print(f'removed {len(partial)} half-written file(s) of a save that a crash cut short')
     if args.fresh:

@@ -640,3 +640,32 @@ def test_exact_images_keep_metrics_json_valid(model, tmp_path):
     assert telea['psnr'] > 60  # exact on some images (PSNR_MAX each), nearly so on the rest
     black = np.zeros((1, 4, 4, 3), np.uint8)
     assert evaluate.psnr(black, black) == [evaluate.PSNR_MAX]
+
+
+def test_a_save_cut_before_it_was_made_current_is_removed_unless_asked_for(tmp_path, tiny_config):
+    """A kill between a save's last file and the `checkpoint` update leaves a complete
+    latest-<step> that the Saver never rotates; the next start removes it (not a --resume one)."""
+    import shutil
+    import tensorflow as tf
+    import backup
+    tf1 = tf.compat.v1
+    config.set_values({'BACKUP_DIR': str(tmp_path)})
+    with tf.Graph().as_default():
+        tf1.get_variable('v', [2])
+        saver = tf1.train.Saver(save_relative_paths=True)
+        with tf1.Session() as sess:
+            sess.run(tf1.global_variables_initializer())
+            for step in (1, 2):
+                backup.save(sess, saver, backup.LATEST, step)
+    for step in (3, 4):  # complete files, never listed in `checkpoint`
+        for path in tmp_path.glob('latest-2.*'):
+            shutil.copy(path, tmp_path / path.name.replace('latest-2', f'latest-{step}'))
+    (tmp_path / 'latest-5.index.tempstate123').write_bytes(b'x')
+    removed = backup.remove_partial(keep=str(tmp_path / 'latest-4'))
+    assert sorted(os.path.basename(p) for p in removed) == sorted(
+        ['latest-5.index.tempstate123'] + [p.name for p in tmp_path.glob('latest-2.*')
+                                           for p in [tmp_path / p.name.replace('latest-2', 'latest-3')]])
+    left = sorted(p.name.split('.')[0] for p in tmp_path.glob('latest-*.index'))
+    assert left == ['latest-1', 'latest-2', 'latest-4']
+    (tmp_path / 'checkpoint').unlink()  # unknown newest: nothing is touched
+    assert backup.remove_partial() == [] and len(list(tmp_path.glob('latest-4.*'))) == 2
