@@ -212,9 +212,10 @@ def adopt(saver):
 def remove_partial(keep=None):
     """Delete what saves a crash cut short; call with the lock held. Returns the files removed.
 
-    TensorFlow writes each file as NAME.tempstateNNNN and renames it only when complete; then
-    the `checkpoint` file is pointed at the save. A latest-<step> newer than every save that
-    file lists was cut before that, and the Saver would never rotate it away. `keep`: a
+    TensorFlow writes each file as NAME.tempstateNNNN and renames it only when complete. The
+    Saver then lists the save in the `checkpoint` file, and only after that deletes the save
+    that fell off the list. A kill in between leaves a latest-<step> the list does not name
+    (the new save, or the old one), which the Saver would never rotate away. `keep`: a
     checkpoint prefix the user asked for (--resume), never removed.
     """
     removed = glob.glob(os.path.join(glob.escape(config.BACKUP_DIR), '*.tempstate*'))
@@ -222,12 +223,11 @@ def remove_partial(keep=None):
         state = tf1.train.get_checkpoint_state(config.BACKUP_DIR)
     except (tf.errors.OpError, ValueError):
         state = None  # find() explains a damaged `checkpoint`; nothing else is touched
-    listed = [_step(p) for p in state.all_model_checkpoint_paths] if state else []
-    listed = [step for step in listed if step is not None]
-    if listed:
+    listed = {os.path.abspath(p) for p in state.all_model_checkpoint_paths} if state else set()
+    if any(os.path.exists(f'{p}.index') for p in listed):
         keep = os.path.abspath(keep) if keep else None
         for prefix in _saves():
-            if _step(prefix) > max(listed) and os.path.abspath(prefix) != keep:
+            if os.path.abspath(prefix) not in listed | {keep}:
                 removed += glob.glob(glob.escape(prefix) + '.*')
     for path in removed:
         os.remove(path)

@@ -260,7 +260,7 @@ def main(argv):
     lock = backup.lock()  # noqa: F841  held until the process ends
     partial = backup.remove_partial(keep=args.resume)
     if partial:
-        print(f'removed {len(partial)} half-written file(s) of a save that a crash cut short')
+        print(f'removed {len(partial)} file(s) of saves that a crash cut short or left unlisted')
     if args.fresh:
         moved = backup.move_aside()
         if moved:

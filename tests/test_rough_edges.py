@@ -31,10 +31,19 @@ SYSTEMS = {
 TENSORFLOW = {'tensorflow', 'tensorflow-cpu'}
 
 
+def requirement_lines(name):
+    """The Requirements of a requirements file, its `-r FILE` includes read in place."""
+    with open(os.path.join(ROOT, name)) as f:
+        lines = [raw.split('#')[0].strip() for raw in f]
+    found = []
+    for line in filter(None, lines):
+        found += requirement_lines(line[3:].strip()) if line.startswith('-r ') else [Requirement(line)]
+    return found
+
+
 def requirements(name):
     """{system: {package: Requirement}} of a requirements file, as pip would read it there."""
-    with open(os.path.join(ROOT, name)) as f:
-        lines = [Requirement(line) for line in (raw.split('#')[0].strip() for raw in f) if line]
+    lines = requirement_lines(name)
     out = {}
     for system, markers in SYSTEMS.items():
         env = {**markers, 'python_version': '3.11', 'extra': ''}
@@ -56,7 +65,9 @@ def test_each_requirements_file_installs_tensorflow_2_21_everywhere(name, gpu_bu
         assert str(tf[0].specifier) == '==2.21.*', (name, system, tf[0])
         if system == 'Linux x86_64':
             assert tf[0].name == gpu_build, (name, tf[0])
-        others = {n: str(r) for n, r in packages.items() if n not in TENSORFLOW | {'pytest'}}
+        optional = {r.name for f in ('requirements-app.txt', 'requirements-eval.txt')
+                    for r in requirement_lines(f)} | {'pytest', 'selenium'}  # the tests' extras
+        others = {n: str(r) for n, r in packages.items() if n not in TENSORFLOW | optional}
         assert others == {n: str(r) for n, r in main[system].items() if n not in TENSORFLOW}, name
         assert {'numpy', 'opencv-python-headless', 'tqdm', 'matplotlib', 'tensorboard',
                 'filelock'} <= set(others), (name, system)

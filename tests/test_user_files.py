@@ -642,9 +642,10 @@ def test_exact_images_keep_metrics_json_valid(model, tmp_path):
     assert evaluate.psnr(black, black) == [evaluate.PSNR_MAX]
 
 
-def test_a_save_cut_before_it_was_made_current_is_removed_unless_asked_for(tmp_path, tiny_config):
-    """A kill between a save's last file and the `checkpoint` update leaves a complete
-    latest-<step> that the Saver never rotates; the next start removes it (not a --resume one)."""
+def test_saves_a_kill_left_unlisted_are_removed_unless_asked_for(tmp_path, tiny_config):
+    """A kill between a save's last file and the `checkpoint` update, or between that update and
+    the deletion of the save that fell off the list, leaves a complete latest-<step> that the
+    Saver never rotates; the next start removes it (not one named by --resume)."""
     import shutil
     import tensorflow as tf
     import backup
@@ -657,14 +658,14 @@ def test_a_save_cut_before_it_was_made_current_is_removed_unless_asked_for(tmp_p
             sess.run(tf1.global_variables_initializer())
             for step in (1, 2):
                 backup.save(sess, saver, backup.LATEST, step)
-    for step in (3, 4):  # complete files, never listed in `checkpoint`
+    for step in (0, 3, 4):  # complete files, not listed in `checkpoint`
         for path in tmp_path.glob('latest-2.*'):
             shutil.copy(path, tmp_path / path.name.replace('latest-2', f'latest-{step}'))
     (tmp_path / 'latest-5.index.tempstate123').write_bytes(b'x')
     removed = backup.remove_partial(keep=str(tmp_path / 'latest-4'))
-    assert sorted(os.path.basename(p) for p in removed) == sorted(
-        ['latest-5.index.tempstate123'] + [p.name for p in tmp_path.glob('latest-2.*')
-                                           for p in [tmp_path / p.name.replace('latest-2', 'latest-3')]])
+    expected = ['latest-5.index.tempstate123'] + [p.name.replace('latest-2', f'latest-{step}')
+                                                  for p in tmp_path.glob('latest-2.*') for step in (0, 3)]
+    assert sorted(os.path.basename(p) for p in removed) == sorted(expected)
     left = sorted(p.name.split('.')[0] for p in tmp_path.glob('latest-*.index'))
     assert left == ['latest-1', 'latest-2', 'latest-4']
     (tmp_path / 'checkpoint').unlink()  # unknown newest: nothing is touched
