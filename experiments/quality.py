@@ -10,7 +10,7 @@ budget, measure every checkpoint on the held-out test split, draw the curves.
 prepare  runs to_npy.py (same arguments) into RUNS/npy/, the one train/test split every run
          shares. RUNS is experiments/runs/ (--root to change it; git ignores it).
 run      trains one setting with train.py into RUNS/NAME/{backup,output}/ for --minutes of wall
-         clock, then stops it with SIGINT (train.py finishes its step and saves). A checkpoint
+         clock, then stops it with SIGTERM (train.py finishes its step and saves). A checkpoint
          lands every --every minutes (SAVE_MINUTES) and at each epoch's end, and all are kept.
          RUNS/NAME/run.json holds the start time, the settings, the machine and each
          checkpoint's minute; RUNS/NAME/train.log the output of train.py.
@@ -64,7 +64,7 @@ RESULTS_DIR = os.path.join(ROOT, 'experiments', 'results')  # NAME.json per run,
 PNG_PATH = os.path.join(ROOT, 'experiments', 'quality.png')  # the curves
 EVERY_MINUTES = 10.0  # default minutes between checkpoints (the issue's "every ~10 minutes")
 KEEP_ALL = 1000  # KEEP_CHECKPOINTS of a run: more than a day of checkpoints, so none is dropped
-STOP_GRACE = 600  # s train.py gets after SIGINT to finish its step and save; then it is killed
+STOP_GRACE = 600  # s train.py gets after SIGTERM to finish its step and save; then it is killed
 POLL = 1.0  # s between looks at a running train.py
 EVAL_BATCH = 32  # images per pass with moving averages (the numbers do not depend on it)
 STATS_BATCH = 16  # images per pass with batch statistics: fixed, so every run sees the same batches
@@ -221,7 +221,9 @@ def run(name, minutes, every, root, argv, source=None):
                 reason = 'interrupted' if requested else 'budget'
                 stop_time = now
                 print(f'stopping train.py ({reason}): it finishes its step and saves...', flush=True)
-                process.send_signal(signal.SIGINT)
+                # SIGTERM, not SIGINT: a shell's background job starts with SIGINT ignored, so a
+                # SIGINT before train.py sets its handler would be lost and the run go on.
+                process.send_signal(signal.SIGTERM)
             elif reason in ('budget', 'interrupted') and now - stop_time > STOP_GRACE:
                 reason = 'killed'
                 process.kill()

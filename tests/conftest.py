@@ -1,5 +1,6 @@
 """Shared test setup: tiny sizes so the whole suite runs on 2 CPU cores."""
 import os
+import signal
 import subprocess
 import sys
 
@@ -23,10 +24,14 @@ def tiny_args(tmp, **extra):
     return [f'--{k}={v}' for k, v in values.items()]
 
 
-def run_script(script, *args, timeout=300):
-    """Run a top-level script in a fresh interpreter, as a user would."""
+def run_script(script, *args, timeout=300, ignore_sigint=False):
+    """Run a top-level script in a fresh interpreter, as a user would (ignore_sigint: as a
+    shell's background job starts it)."""
+    def ignore():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout,
+                          preexec_fn=ignore if ignore_sigint else None)
 
 
 @pytest.fixture

@@ -101,10 +101,13 @@ def test_run_eval_report_cycle(npy_root, tmp_path):
 
 
 def test_budget_stops_train_py(npy_root):
-    run = run_script(QUALITY, 'run', 'b', '--minutes', '0.02', f'--root={npy_root}', *tiny(MAX_EPOCH=1000))
+    # SIGINT ignored as in a shell's background job: the stop must still land.
+    run = run_script(QUALITY, 'run', 'b', '--minutes', '0.02', f'--root={npy_root}', *tiny(MAX_EPOCH=40),
+                     ignore_sigint=True)
     assert run.returncode == 0, run.stdout + run.stderr
     record = json.loads((npy_root / 'b' / 'run.json').read_text())
     assert record['stopped'] == 'budget' and record['wall_minutes'] < 1
+    assert len(record['checkpoints']) < 10  # stopped, not run to MAX_EPOCH
 
 
 @pytest.fixture(scope='module')
