@@ -539,11 +539,11 @@ def inference(args, ctx):
     conv, total = sum(micros for kind, micros in ops.items() if 'Conv2D' in kind), sum(ops.values()) or 1
     g_flops, _ = table_flops()
     rows += [Row(6, 'infer.conv_share', 'convolutions\' share of the op time, 1 image, float32',
-                 100 * conv / total, '%', f'{conv / 1000:.1f} ms of {total / 1000:.1f} ms in one traced run; '
-                 f'batch norm and ReLU run inside them (fused)'),
+                 100 * conv / total, '%', f'{conv / 1000:.1f} ms of {total / 1000:.1f} ms in one traced run '
+                 f'(op types named *Conv2D*, fused ones included)'),
              Row(6, 'infer.floor.ms', f'float32 floor, 1 image {size}x{size}', 1000 * g_flops / ctx['ceiling'],
                  'ms', f'{g_flops / 1e9:.1f} GFLOP (layer table) at the {ctx["ceiling"] / 1e9:.0f} GFLOP/s '
-                 f'convolution ceiling')]
+                 f'of section 1')]
     model, sess = main_model(ctx)
     images, masks, _ = random_batch(np.random.RandomState(config.SEED), 1, size)
     seconds = median_seconds(lambda: model.complete(sess, images, masks), args.steps, args.warmup)

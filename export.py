@@ -22,27 +22,12 @@ import config
 import tensorflow as tf
 
 import backup
+import errors
 import network
 
 tf1 = tf.compat.v1
 SIGNATURE = 'serving_default'  # the name TensorFlow Serving and tf.saved_model.load callers look up
 HOLE_ABOVE = 127  # mask values above this are the hole, as test.py reads mask images
-
-
-def apply_run_config(argv):
-    """Apply BACKUP_DIR/config.json, then the command line on top; return the other arguments."""
-    config.parse_overrides(argv)  # first pass: learn BACKUP_DIR, reject unknown keys early
-    saved = backup.read_run_config()
-    if saved is None:
-        return config.parse_overrides(argv)
-    saved = {k: v for k, v in saved.items() if k in config.keys() and k != 'BACKUP_DIR'}
-    config.set_values(saved)
-    rest = config.parse_overrides(argv)
-    for key in config.ARCHITECTURE_KEYS:
-        if key in saved and saved[key] != getattr(config, key):
-            raise cli.UserError(f'the model in {config.BACKUP_DIR}/ was trained with {key}={saved[key]!r}; '
-                                f'drop --{key}={getattr(config, key)!r}')
-    return rest
 
 
 def find_checkpoint(which):
@@ -52,7 +37,7 @@ def find_checkpoint(which):
         if path:
             return path
     what = f'no {which} checkpoint' if which else 'no trained model'
-    raise cli.UserError(f'{what} in {config.BACKUP_DIR}/: train first with python train.py '
+    raise errors.UserError(f'{what} in {config.BACKUP_DIR}/: train first with python train.py '
                         f'(e.g. python to_npy.py --demo 200 && python train.py)')
 
 
@@ -63,10 +48,10 @@ def check_out(out, overwrite):
     if not overwrite:
         parent, name = os.path.split(os.path.normpath(out))
         other = os.path.join(parent, str(int(name) + 1)) if name.isdigit() else f'{out}-2'
-        raise cli.UserError(f'{out} exists; pass --overwrite to replace it, or write a new version '
+        raise errors.UserError(f'{out} exists; pass --overwrite to replace it, or write a new version '
                             f'with --out {other}')
     if not os.path.isfile(os.path.join(out, 'saved_model.pb')):
-        raise cli.UserError(f'{out} is not an earlier export (no saved_model.pb in it); not replacing '
+        raise errors.UserError(f'{out} is not an earlier export (no saved_model.pb in it); not replacing '
                             f'it: choose another --out')
 
 
@@ -127,7 +112,7 @@ def write(graph, inputs, outputs, out):
             shutil.rmtree(leftover, ignore_errors=True)
         os.mkdir(tmp)
     except OSError as error:
-        raise cli.UserError(f'cannot write to {parent}/ ({error.strerror}); choose another --out')
+        raise errors.UserError(f'cannot write to {parent}/ ({error.strerror}); choose another --out')
     try:
         builder = tf1.saved_model.Builder(tmp)
         signature = tf1.saved_model.predict_signature_def(inputs, outputs)
@@ -147,7 +132,7 @@ def write(graph, inputs, outputs, out):
                 os.replace(old, out)
             raise
     except (OSError, tf.errors.OpError) as error:
-        raise cli.UserError(f'could not write {out} ({str(error).splitlines()[0]}); nothing was changed')
+        raise errors.UserError(f'could not write {out} ({str(error).splitlines()[0]}); nothing was changed')
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful rename
     shutil.rmtree(old, ignore_errors=True)
@@ -172,7 +157,7 @@ def parse_args(argv):
 
 
 def main(argv):
-    args = parse_args(apply_run_config(argv))
+    args = parse_args(backup.apply_run_config(argv))
     out = args.out or os.path.join(config.OUTPUT_DIR, 'export', '1')
     checkpoint = find_checkpoint(args.model)
     check_out(out, args.overwrite)

@@ -338,6 +338,8 @@ class Model:
 
         batch_stats: normalise with each batch's statistics instead of the moving averages.
         """
+        if batch_stats and not hasattr(self, 'output_batch_stats'):
+            raise ValueError('batch_stats=True needs a Model built with training=True or batch_stats=True')
         out = np.empty(images.shape, np.uint8)
         fetch = self.output_batch_stats if batch_stats else self.output
         for i in range(0, len(images), config.BATCH_SIZE):

@@ -7,17 +7,13 @@ import sys
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import backup
 import config
-import data
 import inference
-import network
 import synthetic
-from conftest import ROOT, TINY, run_script
-
-tf1 = tf.compat.v1
+from conftest import TINY, run_script
+from test_network import inputs, save_tiny_checkpoint
 
 # Run by a Python that does not see this repository (-I: no script folder, no PYTHONPATH,
 # started in another folder): loads the export and writes what it returns.
@@ -70,53 +66,27 @@ def run(tmp_path_factory):
     """A tiny checkpoint in a backup folder, as train.py leaves it, and its export."""
     tmp = tmp_path_factory.mktemp('run')
     saved = config.as_dict()
-    config.set_values({**TINY, 'BACKUP_DIR': str(tmp / 'backup'), 'OUTPUT_DIR': str(tmp / 'output')})
-    os.makedirs(config.BACKUP_DIR)
-    with tf.Graph().as_default():
-        tf1.set_random_seed(0)
-        model = network.Model()
-        saver = tf1.train.Saver()
-        with tf1.Session() as sess:
-            sess.run(tf1.global_variables_initializer())
-            faces = synthetic.faces(16, config.IMAGE_SIZE, 0)
-            sess.run(model.set_mean_pixel, {model.mean_pixel_value: data.mean_pixel(faces)})
-            rng = np.random.RandomState(0)
-            feeds = [model.feed(part, *data.sample_holes(rng, len(part))) for part in (faces[:8], faces[8:])]
-            for feed in feeds:
-                sess.run(model.train_ops[1], feed)
-            model.recalibrate(sess, feeds)  # averages away from their initial 0 and 1
-            backup.save(sess, saver, backup.LATEST, step=2)
-    backup.write_run_config()
+    config.set_values({**TINY, 'OUTPUT_DIR': str(tmp / 'output')})  # saved in config.json
+    save_tiny_checkpoint(tmp / 'backup')
     config.set_values(saved)
     made = run_script('export.py', f'--BACKUP_DIR={tmp}/backup')
     assert made.returncode == 0, made.stderr
     return tmp
 
 
-def holes(count, height, width, seed):
-    """Float masks [count,height,width,1] with one rectangle each, as test.py feeds them."""
-    masks = np.zeros((count, height, width, 1), np.float32)
-    rng = np.random.RandomState(seed)
-    for mask in masks:
-        y, x = rng.randint(0, height - 8), rng.randint(0, width - 8)
-        mask[y:y + rng.randint(4, 9), x:x + rng.randint(4, 9)] = 1.0
-    return masks
-
-
-def test_plain_tf2_loads_it_and_it_completes_as_test_py(run, tmp_path, capsys):
+def test_plain_tf2_loads_it_and_it_completes_as_test_py(run, tmp_path):
     export = run / 'output' / 'export' / '1'
     assert os.path.isfile(export / 'saved_model.pb')
-    square = synthetic.faces(11, 32, 5), holes(11, 32, 32, 1)  # more than one BATCH_SIZE of 8
-    odd = np.ascontiguousarray(synthetic.faces(3, 28, 6)[:, :20]), holes(3, 20, 28, 2)
+    square, odd = inputs(11, 32, 32, 5), inputs(3, 20, 28, 6)  # 11: more than one BATCH_SIZE of 8
     wrong = synthetic.faces(1, 30, 7)
-    inputs = {'square_images': square[0], 'square_masks': (square[1] * 255).astype(np.uint8),
-              'odd_images': odd[0], 'odd_masks': (odd[1] * 255).astype(np.uint8),
-              # mask values above 127 are the hole, as in test.py's mask files
-              'grey_128_images': square[0], 'grey_128_masks': (square[1] * 128).astype(np.uint8),
-              'grey_127_images': square[0], 'grey_127_masks': (square[1] * 127).astype(np.uint8),
-              'not_divisible_images': wrong, 'not_divisible_masks': np.zeros((1, 30, 30, 1), np.uint8),
-              'mask_size_images': square[0], 'mask_size_masks': np.zeros((11, 28, 32, 1), np.uint8)}
-    outputs, info = load_in_plain_tf2(export, inputs, tmp_path)
+    given = {'square_images': square[0], 'square_masks': (square[1] * 255).astype(np.uint8),
+             'odd_images': odd[0], 'odd_masks': (odd[1] * 255).astype(np.uint8),
+             # mask values above 127 are the hole, as in test.py's mask files
+             'grey_128_images': square[0], 'grey_128_masks': (square[1] * 128).astype(np.uint8),
+             'grey_127_images': square[0], 'grey_127_masks': (square[1] * 127).astype(np.uint8),
+             'not_divisible_images': wrong, 'not_divisible_masks': np.zeros((1, 30, 30, 1), np.uint8),
+             'mask_size_images': square[0], 'mask_size_masks': np.zeros((11, 28, 32, 1), np.uint8)}
+    outputs, info = load_in_plain_tf2(export, given, tmp_path)
 
     saved = config.as_dict()
     try:

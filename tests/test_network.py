@@ -1,10 +1,13 @@
 """network.Model(training=False): only the completion network and its input, restored from
 a training checkpoint, completing bit for bit as the training graph does; the in-graph pixel
 conversions; bfloat16 inference; checkpoint names of the training graph."""
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import backup
 import config
 import data
 import network
@@ -50,12 +53,12 @@ def inputs(count, height, width, seed):
     return np.ascontiguousarray(images), masks
 
 
-@pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory):
-    """A training graph after two phase-1 steps and re-estimated averages, saved; its own
-    completions (moving averages at two sizes, batch statistics) to compare against."""
-    saved = config.as_dict()
-    config.set_values(TINY)
+def save_tiny_checkpoint(backup_dir):
+    """Save a checkpoint of the training graph as train.py leaves one, with its config.json,
+    in backup_dir: two phase-1 steps, then re-estimated batch-norm averages (away from their
+    initial 0 and 1). config must hold the TINY sizes. Returns: the checkpoint's path."""
+    config.set_values({'BACKUP_DIR': str(backup_dir)})
+    os.makedirs(backup_dir, exist_ok=True)
     graph, model = build()
     with graph.as_default():
         saver = tf1.train.Saver()
@@ -65,18 +68,28 @@ def checkpoint(tmp_path_factory):
         faces = synthetic.faces(16, config.IMAGE_SIZE, 0)
         sess.run(model.set_mean_pixel, {model.mean_pixel_value: data.mean_pixel(faces)})
         rng = np.random.RandomState(0)
-        feeds = []
-        for part in (faces[:8], faces[8:]):
-            masks, corners = data.sample_holes(rng, len(part))
-            feeds.append(model.feed(part, masks, corners))
-            sess.run(model.train_ops[1], feeds[-1])
+        feeds = [model.feed(part, *data.sample_holes(rng, len(part))) for part in (faces[:8], faces[8:])]
+        for feed in feeds:
+            sess.run(model.train_ops[1], feed)
         model.recalibrate(sess, feeds)
-        # 11 images: more than one BATCH_SIZE of 8, so complete() runs two parts.
-        square, odd = inputs(11, 32, 32, 1), inputs(3, 20, 28, 2)
-        expect = {'square': model.complete(sess, *square), 'odd': model.complete(sess, *odd),
-                  'batch_stats': model.complete(sess, *square, batch_stats=True),
-                  'state': model.state(sess)}
-        path = saver.save(sess, str(tmp_path_factory.mktemp('ckpt') / 'latest'), global_step=2)
+        path = backup.save(sess, saver, backup.LATEST, step=2)
+    backup.write_run_config()
+    return path
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory):
+    """A tiny training checkpoint and what the training graph completes from it (moving
+    averages at two sizes, batch statistics), to compare against."""
+    saved = config.as_dict()
+    config.set_values(TINY)
+    path = save_tiny_checkpoint(tmp_path_factory.mktemp('run') / 'backup')
+    model, sess = restored(path)
+    # 11 images: more than one BATCH_SIZE of 8, so complete() runs two parts.
+    square, odd = inputs(11, 32, 32, 1), inputs(3, 20, 28, 2)
+    expect = {'square': model.complete(sess, *square), 'odd': model.complete(sess, *odd),
+              'batch_stats': model.complete(sess, *square, batch_stats=True), 'state': model.state(sess)}
+    sess.close()
     yield {'path': path, 'square': square, 'odd': odd, 'expect': expect}
     config.set_values(saved)
 
@@ -110,6 +123,8 @@ def test_training_checkpoint_restores_and_completes_bit_for_bit(checkpoint):
     known = masks[..., 0] == 0
     assert np.array_equal(expect['odd'][known], images[known])
     assert not np.array_equal(expect['odd'], images)  # the hole was filled
+    with pytest.raises(ValueError, match='batch_stats=True needs a Model built with'):
+        model.complete(sess, images, masks, batch_stats=True)
 
 
 def test_batch_statistics_build_matches_the_training_graph(checkpoint):
