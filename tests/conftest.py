@@ -41,3 +41,31 @@ def tiny_config():
     config.set_values(TINY)
     yield config
     config.set_values(saved)
+
+
+def train_tiny(tmp, images, train_ratio, pretrain_epochs, max_epochs):
+    """Synthetic faces and a tiny model trained for max_epochs: pretrain_epochs of phase 1, one
+    of phase 2, then phase 3; every file under tmp. Returns tmp."""
+    size = [f'--{k}={TINY[k]}' for k in ('IMAGE_SIZE', 'LOCAL_SIZE', 'HOLE_MIN', 'HOLE_MAX', 'BATCH_SIZE')]
+    dirs = [f'--NPY_DIR={tmp}/npy', f'--BACKUP_DIR={tmp}/backup', f'--OUTPUT_DIR={tmp}/output']
+    made = run_script('to_npy.py', '--demo', str(images), f'--TRAIN_RATIO={train_ratio}', *size, *dirs)
+    assert made.returncode == 0, made.stderr
+    trained = run_script('train.py', *size, *dirs, f'--PRETRAIN_EPOCH={pretrain_epochs}', '--D_EPOCH=1',
+                         f'--MAX_EPOCH={max_epochs}', '--BN_RECALIBRATE_BATCHES=2')
+    assert trained.returncode == 0, trained.stderr
+    return tmp
+
+
+def tiny_graph(seed=0, **values):
+    """The training graph at TINY sizes with `values` set, initialised: (model, session)."""
+    import tensorflow as tf
+    import network
+    tf1 = tf.compat.v1
+    config.set_values(values)
+    graph = tf.Graph()
+    with graph.as_default():
+        tf1.set_random_seed(seed)
+        model = network.Model()
+        sess = tf1.Session(graph=graph)
+        sess.run([tf1.global_variables_initializer(), tf1.local_variables_initializer()])
+    return model, sess

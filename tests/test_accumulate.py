@@ -5,22 +5,15 @@ import tensorflow as tf
 
 import config
 import data
-import network
 import synthetic
 import train
+from conftest import tiny_graph
 
 tf1 = tf.compat.v1
 
 
 def build(**values):
-    config.set_values(values)
-    graph = tf.Graph()
-    with graph.as_default():
-        tf1.set_random_seed(2)
-        model = network.Model()
-        sess = tf1.Session(graph=graph)
-        sess.run([tf1.global_variables_initializer(), tf1.local_variables_initializer()])
-    return model, sess
+    return tiny_graph(seed=2, **values)
 
 
 def feeds(model, count, seed=0):

@@ -9,23 +9,17 @@ import tensorflow as tf
 
 import config
 import data
-import network
 import synthetic
 import train
+from conftest import tiny_graph
 
 tf1 = tf.compat.v1
 
 
 def build(**switches):
-    """A tiny training graph with `switches` set, initialised: (model, session)."""
-    config.set_values(switches)
-    graph = tf.Graph()
-    with graph.as_default():
-        tf1.set_random_seed(1)
-        model = network.Model()
-        sess = tf1.Session(graph=graph)
-        sess.run(tf1.global_variables_initializer())
-        sess.run(model.set_mean_pixel, {model.mean_pixel_value: np.zeros(3)})
+    """A tiny training graph with `switches` set, initialised, its mean pixel 0: (model, session)."""
+    model, sess = tiny_graph(seed=1, **switches)
+    sess.run(model.set_mean_pixel, {model.mean_pixel_value: np.zeros(3)})
     return model, sess
 
 

@@ -24,6 +24,7 @@ import config  # noqa: E402
 import errors  # noqa: E402
 import inference  # noqa: E402
 import synthetic  # noqa: E402
+from conftest import train_tiny  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location('app_screenshot',
                                                os.path.join(ROOT, 'docs', 'app_screenshot.py'))
@@ -49,14 +50,7 @@ def run_cli(script, *args):
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
     """A tiny model through all three phases (phase 3 for one epoch): both checkpoints."""
-    tmp = tmp_path_factory.mktemp('run')
-    dirs = [f'--NPY_DIR={tmp}/npy', f'--BACKUP_DIR={tmp}/backup', f'--OUTPUT_DIR={tmp}/output']
-    made = run_cli('to_npy.py', '--demo', '100', '--TRAIN_RATIO=0.9', *TINY, *dirs)
-    assert made.returncode == 0, made.stderr
-    trained = run_cli('train.py', *TINY, *dirs, '--PRETRAIN_EPOCH=1', '--D_EPOCH=1', '--MAX_EPOCH=3',
-                      '--BN_RECALIBRATE_BATCHES=2')
-    assert trained.returncode == 0, trained.stderr
-    return tmp
+    return train_tiny(tmp_path_factory.mktemp('run'), 100, 0.9, pretrain_epochs=1, max_epochs=3)
 
 
 @pytest.fixture(autouse=True)

@@ -27,6 +27,7 @@ import evaluate  # noqa: E402
 import inference  # noqa: E402
 import photos  # noqa: E402
 import synthetic  # noqa: E402
+from conftest import train_tiny  # noqa: E402
 
 # Loaded from its path: `import test` could find Python's own test package instead.
 _spec = importlib.util.spec_from_file_location('glcic_test_script', os.path.join(ROOT, 'test.py'))
@@ -47,14 +48,7 @@ def run_cli(script_name, *args):
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
     """A tiny model trained through all three phases; its files under one temporary folder."""
-    tmp = tmp_path_factory.mktemp('run')
-    dirs = [f'--NPY_DIR={tmp}/npy', f'--BACKUP_DIR={tmp}/backup', f'--OUTPUT_DIR={tmp}/output']
-    made = run_cli('to_npy.py', '--demo', '200', '--TRAIN_RATIO=0.94', *TINY, *dirs)  # 188 + 12
-    assert made.returncode == 0, made.stderr
-    trained = run_cli('train.py', *TINY, *dirs, '--PRETRAIN_EPOCH=2', '--D_EPOCH=1', '--MAX_EPOCH=3',
-                      '--BN_RECALIBRATE_BATCHES=2')
-    assert trained.returncode == 0, trained.stderr
-    return tmp
+    return train_tiny(tmp_path_factory.mktemp('run'), 200, 0.94, pretrain_epochs=2, max_epochs=3)  # 188 + 12
 
 
 @pytest.fixture(autouse=True)
