@@ -34,6 +34,14 @@ def run_script(script, *args, timeout=300, ignore_sigint=False):
                           preexec_fn=ignore if ignore_sigint else None)
 
 
+@pytest.fixture(autouse=True)
+def keep_config():
+    """Scripts' main() apply overrides and config.json; every test starts from the same settings."""
+    saved = config.as_dict()
+    yield
+    config.set_values(saved)
+
+
 @pytest.fixture
 def tiny_config():
     """config at TINY sizes for in-process tests; restored afterwards."""

@@ -53,13 +53,6 @@ def run(tmp_path_factory):
     return train_tiny(tmp_path_factory.mktemp('run'), 100, 0.9, pretrain_epochs=1, max_epochs=3)
 
 
-@pytest.fixture(autouse=True)
-def keep_config():
-    saved = config.as_dict()
-    yield
-    config.set_values(saved)
-
-
 @pytest.fixture(scope='module')
 def handler(run):
     """The page's handler on `run`, loaded once as app.py does at start."""

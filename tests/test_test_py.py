@@ -51,14 +51,6 @@ def run(tmp_path_factory):
     return train_tiny(tmp_path_factory.mktemp('run'), 200, 0.94, pretrain_epochs=2, max_epochs=3)  # 188 + 12
 
 
-@pytest.fixture(autouse=True)
-def keep_config():
-    """main() applies config.json and overrides; later tests must see the settings as before."""
-    saved = config.as_dict()
-    yield
-    config.set_values(saved)
-
-
 @pytest.fixture(scope='module')
 def nets(run):
     """Both checkpoints of `run`, restored once with the run's settings (kept while in use)."""

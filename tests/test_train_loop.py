@@ -6,9 +6,9 @@ import pytest
 import tensorflow as tf
 
 import config
-import network
 import synthetic
 import train
+from conftest import tiny_graph
 
 tf1 = tf.compat.v1
 
@@ -52,16 +52,11 @@ class StopAfter:
 def real_run(checkpoint=None, interrupt=None):
     """The tiny training graph in a train.Run, restored from `checkpoint` or fresh (seeded);
     and a function that saves it to a path."""
-    graph = tf.Graph()
-    with graph.as_default():
-        tf1.set_random_seed(0)
-        model = network.Model()
+    model, sess = tiny_graph(seed=0)
+    with sess.graph.as_default():
         saver = tf1.train.Saver()
-        sess = tf1.Session(graph=graph)
-        if checkpoint:
-            saver.restore(sess, checkpoint)
-        else:
-            sess.run(tf1.global_variables_initializer())
+    if checkpoint:
+        saver.restore(sess, checkpoint)
     images = synthetic.faces(6 * config.BATCH_SIZE, config.IMAGE_SIZE, 3)
     log = types.SimpleNamespace(scalars=lambda step, values: None)
     run = train.Run(sess, model, images, interrupt or types.SimpleNamespace(signal=None), log, lambda: None)

@@ -47,14 +47,6 @@ TF_NOISE = re.compile(r'^(WARNING: All log messages before absl::InitializeLog'
 SIZE = [f'--{k}={v}' for k, v in TINY.items() if k in ('IMAGE_SIZE', 'LOCAL_SIZE', 'HOLE_MIN', 'HOLE_MAX')]
 
 
-@pytest.fixture(autouse=True)
-def keep_config():
-    """main() applies overrides and config.json; later tests must see the settings as before."""
-    saved = config.as_dict()
-    yield
-    config.set_values(saved)
-
-
 def one_line(error_info, *words):
     """The message of a user error: one line that names every word."""
     message = str(error_info.value)
