@@ -27,6 +27,8 @@ Sections, numbered as the rows of the table:
  9 to_npy   images/s of python to_npy.py on ../shared/faces (skipped if absent)
 10 startup  seconds from starting python train.py to its first finished step
 11 profile  where a step's time goes: op types of one traced step per phase
+12 replicas images/s of phases 1 and 3 with each batch split between 2 CPU devices
+            (REPLICAS=2: MirroredStrategy, the all-reduce on the CPU) against one device
 
 Everything but 7, 9, 10 and 11 runs in this process, each section in its own
 tf.Graph built by network.Model (or, for the TF1 comparison, by network.generator
@@ -58,13 +60,15 @@ import tensorflow as tf
 
 import config
 import data
+import layer
 import network
+import replicas
 import train
 
 tf1 = tf.compat.v1
 HERE = os.path.dirname(os.path.abspath(__file__))
 SECTIONS = ('ceiling', 'flops', 'train', 'tf1', 'infer', 'memory', 'scale', 'to_npy', 'startup',
-            'profile')
+            'profile', 'replicas')
 QUICK = {'IMAGE_SIZE': 32, 'LOCAL_SIZE': 16, 'HOLE_MIN': 4, 'HOLE_MAX': 8, 'BATCH_SIZE': 2}
 GiB = 2 ** 30
 GPU_BYTES = 6 * GiB  # the GPU BATCH_SIZE=16 must fit (6 GB cards have 6 GiB)
@@ -463,19 +467,20 @@ def two_run_seconds(args, ctx):
         x = tf1.placeholder(tf.float32, [None, size, size, 3], 'x')
         masks = tf1.placeholder(tf.float32, [None, size, size, 1], 'masks')
         mean_pixel = tf.zeros([3])  # what our Model holds before train.py sets it
-        raw = network.generator(network.generator_input(x, masks, mean_pixel), training=True)
+        stats = []  # batch norms' (moving average, batch value) pairs
+        raw = network.generator(network.generator_input(x, masks, mean_pixel), training=True, stats=stats)
         completion = raw * masks + x * (1.0 - masks)
         mse = tf.reduce_mean(masks * tf.square(completion - x))
         real_patch = tf1.placeholder(tf.float32, [None, local, local, 3], 'real_patch')
         fake = tf1.placeholder(tf.float32, [None, size, size, 3], 'fake')
         fake_patch = tf1.placeholder(tf.float32, [None, local, local, 3], 'fake_patch')
-        d_loss = config.ALPHA * (bce(network.discriminator(x, real_patch), 1.0)
-                                 + bce(network.discriminator(fake, fake_patch), 0.0))
+        d_loss = config.ALPHA * (bce(network.discriminator(x, real_patch, stats), 1.0)
+                                 + bce(network.discriminator(fake, fake_patch, stats), 0.0))
         g_step = tf1.train.AdamOptimizer(config.LEARNING_RATE, config.BETA1).minimize(
             mse, var_list=tf1.trainable_variables('generator'))
         d_step = tf1.train.AdamOptimizer(config.LEARNING_RATE, config.BETA1).minimize(
             d_loss, var_list=tf1.trainable_variables('discriminator'))
-        step = tf.group(g_step, d_step, *tf1.get_collection(tf1.GraphKeys.UPDATE_OPS))
+        step = tf.group(g_step, d_step, *layer.moving_average_updates(stats, config.BN_DECAY))
         sess = network.make_session()
         sess.run(tf1.global_variables_initializer())
     images = training_images(ctx, max(args.steps, args.warmup) * batch)
@@ -738,9 +743,35 @@ def startup(args, ctx):
                 f'step 1')]
 
 
+def replica_speed(args, ctx):
+    """Phases 1 and 3 with the batch split between 2 CPU devices, against section 3's one device.
+
+    On 2 cores no speed-up is possible: the row shows what the split and the all-reduce cost.
+    """
+    with settings(REPLICAS=2):
+        parallel = replicas.Replicas()
+        progress('building network.Model on 2 CPU devices')
+        with tf.Graph().as_default():
+            tf1.set_random_seed(config.SEED)
+            with parallel.scope():
+                model = network.Model()
+            sess = parallel.session()
+            sess.run(tf1.global_variables_initializer())
+        rows = []
+        for phase in (1, 3):
+            one = config.BATCH_SIZE / speed(args, ctx, phase)[0]
+            progress(f'timing phase {phase} on 2 CPU devices')
+            two = config.BATCH_SIZE / epoch_speed(args, ctx, model, sess, phase)[0]
+            rows.append(Row(12, f'replicas.ips.{phase}', f'phase {phase} on 2 CPU devices (REPLICAS=2)', two,
+                            'images/s', f'{100 * two / one:.0f} % of one device ({one:.2f} images/s, row 3); '
+                            f'{config.BATCH_SIZE // 2} images per device per step'))
+        sess.close()
+    return rows
+
+
 RUNNERS = {'ceiling': ceiling, 'flops': flops, 'train': training, 'tf1': tf1_way, 'infer': inference,
            'memory': memory, 'scale': scaling, 'to_npy': to_npy_speed, 'startup': startup,
-           'profile': profile}
+           'profile': profile, 'replicas': replica_speed}
 
 
 # ---------------------------------------------------------------- report

@@ -32,6 +32,7 @@ BN_RECALIBRATE_BATCHES = 20  # batches used to re-estimate batch-norm statistics
 
 # --- training ---
 BATCH_SIZE = 16  # images per step; lower it if the GPU runs out of memory
+REPLICAS = 0  # devices that split each batch (README: Several GPUs): 0 every visible GPU, 1 one device; N > 1 on a machine without GPU: N CPU devices
 ACCUM_STEPS = 1  # batches whose mean gradient makes one update: BATCH_SIZE * ACCUM_STEPS images per step, batch norm sees BATCH_SIZE
 LEARNING_RATE = 1e-3  # Adam learning rate for both networks
 BETA1 = 0.9  # Adam beta1
@@ -179,6 +180,7 @@ def validate():
     need(1 <= HOLE_MIN <= HOLE_MAX, 'HOLE_MIN', f'must be between 1 and HOLE_MAX ({HOLE_MAX})')
     need(HOLE_MAX <= LOCAL_SIZE, 'HOLE_MAX', f'must be <= LOCAL_SIZE ({LOCAL_SIZE})')
     need(BATCH_SIZE >= 1, 'BATCH_SIZE', 'must be >= 1')
+    need(REPLICAS >= 0, 'REPLICAS', 'must be >= 0 (0: every visible GPU)')
     need(ACCUM_STEPS >= 1, 'ACCUM_STEPS', 'must be >= 1')
     need(NUM_IMAGES >= 2, 'NUM_IMAGES', 'must be >= 2')
     need(0 < TRAIN_RATIO < 1, 'TRAIN_RATIO', 'must be between 0 and 1')

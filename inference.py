@@ -34,12 +34,13 @@ def find_checkpoints(which=None):
 class Networks:
     """One graph, one Saver and one session per checkpoint, so a batch goes through each in turn."""
 
-    def __init__(self, checkpoints, batch_stats=False):
-        """checkpoints: {name: path}; batch_stats: also build the batch-statistics completion."""
+    def __init__(self, checkpoints, batch_stats=False, bfloat16=False):
+        """checkpoints: {name: path}; batch_stats: also build the batch-statistics completion;
+        bfloat16: complete in bfloat16 (network.Model)."""
         self.graph = tf.Graph()
         self.sessions, self.info = {}, {}
         with self.graph.as_default():
-            self.model = network.Model(training=False, batch_stats=batch_stats)
+            self.model = network.Model(training=False, batch_stats=batch_stats, bfloat16=bfloat16)
             saver = tf1.train.Saver(self.model.variables)
             try:
                 for name, path in checkpoints.items():

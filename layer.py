@@ -52,13 +52,13 @@ def deconv(x, channels, kernel, stride, name, bias=True):
         return tf.nn.bias_add(y, _bias(channels)) if bias else y
 
 
-def batch_norm(x, training, name, decay, epsilon):
+def batch_norm(x, training, name, epsilon, stats=None):
     """Batch normalisation over B, H, W (fused kernel).
 
     Args: x [B,H,W,C]; training: Python bool. True normalises with the batch's
-    statistics and adds an op to the UPDATE_OPS collection that moves the
-    averages towards them by (1 - decay); `decay` may be a tensor so the
-    averages can be re-estimated. False normalises with the moving averages.
+    statistics and appends (moving average, batch value) pairs to the list `stats`
+    for moving_average_updates (the caller picks the decay, and with several
+    replicas averages the values first). False normalises with the moving averages.
     Returns: a tensor shaped like x.
     """
     channels = x.shape[-1]
@@ -76,10 +76,17 @@ def batch_norm(x, training, name, decay, epsilon):
                                               epsilon=epsilon, is_training=False)
             return y
         y, mean, var = tf1.nn.fused_batch_norm(x, gamma, beta, epsilon=epsilon, is_training=True)
-        for average, value in ((moving_mean, mean), (moving_var, var)):
-            update = average.assign_sub((average - value) * (1.0 - decay))
-            tf1.add_to_collection(tf1.GraphKeys.UPDATE_OPS, update)
+        if stats is not None:
+            stats += [(moving_mean, mean), (moving_var, var)]
         return y
+
+
+def moving_average_updates(pairs, decay):
+    """Ops that move each moving average towards its batch value by (1 - decay).
+
+    Args: pairs: (variable [C], value [C]) as batch_norm records them; decay: float or tensor.
+    """
+    return [average.assign_sub((average - value) * (1.0 - decay)) for average, value in pairs]
 
 
 def flatten(x):

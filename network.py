@@ -51,8 +51,8 @@ LOSS_NAMES = ('mse', 'd_loss', 'g_adv')  # the losses train.py logs, in the orde
 ADDED_STATE = ('state/loss_sums',)  # newer than some checkpoints: starts from zero when a resume lacks it
 
 
-def _bn_relu(x, training, name, decay):
-    return tf.nn.relu(layer.batch_norm(x, training, name, decay, config.BN_EPSILON))
+def _bn_relu(x, training, name, stats):
+    return tf.nn.relu(layer.batch_norm(x, training, name, config.BN_EPSILON, stats))
 
 
 def _cast_weights(dtype):
@@ -67,16 +67,14 @@ def _cast_weights(dtype):
     return cast
 
 
-def generator(x, training, decay=None):
+def generator(x, training, stats=None):
     """Completion network.
 
     Args: x [B,H,W,4] (image with hole filled + mask) or [B,H,W,3], float32 or
     bfloat16 (computed in that type); H, W divisible by 4. training: use batch
-    statistics (and create their update ops that move the averages by
-    1 - decay; config.BN_DECAY by default).
+    statistics, appended to the list `stats` for the moving averages (layer.batch_norm).
     Returns: [B,H,W,3] in [-1, 1], of x's type.
     """
-    decay = config.BN_DECAY if decay is None else decay
     getter = None if x.dtype == tf.float32 else _cast_weights(x.dtype)
     with tf1.variable_scope('generator', reuse=tf1.AUTO_REUSE, custom_getter=getter):
         for i, (kind, channels, kernel, arg) in enumerate(GENERATOR, 1):
@@ -88,29 +86,30 @@ def generator(x, training, decay=None):
                 x = layer.dilated_conv(x, channels, kernel, arg, name, bias=False)
             else:
                 x = layer.deconv(x, channels, kernel, arg, name, bias=False)
-            x = tf.nn.tanh(x) if last else _bn_relu(x, training, f'{name}_bn', decay)
+            x = tf.nn.tanh(x) if last else _bn_relu(x, training, f'{name}_bn', stats)
         return x
 
 
-def _branch(x, convs, name):
+def _branch(x, convs, name, stats):
     with tf1.variable_scope(name):
         for i, channels in enumerate(convs, 1):
             x = layer.conv(x, channels, 5, 2, f'conv{i}', bias=False)
-            x = _bn_relu(x, True, f'conv{i}_bn', config.BN_DECAY)
+            x = _bn_relu(x, True, f'conv{i}_bn', stats)
         x = layer.dense(layer.flatten(x), BRANCH_UNITS, 'fc')
         # Without a nonlinearity, FC-1024 -> concat -> FC-1 is a single linear map.
         return tf.nn.relu(x) if config.D_FC_RELU else x
 
 
-def discriminator(image, patch):
+def discriminator(image, patch, stats=None):
     """Global + local context discriminator (always with batch statistics).
 
-    Args: image [B,IMAGE_SIZE,IMAGE_SIZE,3]; patch [B,LOCAL_SIZE,LOCAL_SIZE,3].
+    Args: image [B,IMAGE_SIZE,IMAGE_SIZE,3]; patch [B,LOCAL_SIZE,LOCAL_SIZE,3]; stats: a list
+    for the batch norms' (moving average, batch value) pairs (layer.batch_norm).
     Returns: logits [B] (real > 0).
     """
     with tf1.variable_scope('discriminator', reuse=tf1.AUTO_REUSE):
-        both = tf.concat([_branch(image, GLOBAL_CONVS, 'global'),
-                          _branch(patch, LOCAL_CONVS, 'local')], axis=1)  # [B,2048]
+        both = tf.concat([_branch(image, GLOBAL_CONVS, 'global', stats),
+                          _branch(patch, LOCAL_CONVS, 'local', stats)], axis=1)  # [B,2048]
         return tf.squeeze(layer.dense(both, 1, 'fc'), axis=1)
 
 
@@ -149,6 +148,27 @@ def _to_uint8(images):
 def _keep_known(raw, x, masks):
     """The completion: the network's pixels in the hole, the input's everywhere else."""
     return raw * masks + x * (1.0 - masks)
+
+
+def _share(batch):
+    """This replica's rows of a batch that is fed whole (all of them with one replica)."""
+    context = tf.distribute.get_replica_context()
+    count = context.num_replicas_in_sync
+    if count == 1:
+        return batch
+    rows, index = tf.shape(batch)[0], context.replica_id_in_sync_group
+    return batch[index * rows // count:(index + 1) * rows // count]
+
+
+def _flat(pairs):
+    """The batch values of `pairs` as one vector, so the replicas' means take one all-reduce."""
+    return tf.concat([value for _, value in pairs], axis=0)
+
+
+def _average_updates(averages, values, decay):
+    """layer.moving_average_updates for `averages` from `values`, _flat's vector of their batch values."""
+    sizes = [average.shape[0] for average in averages]
+    return layer.moving_average_updates(zip(averages, tf.split(values, sizes)), decay)
 
 
 class Model:
@@ -198,8 +218,13 @@ class Model:
         self.output = _to_uint8(self.completion)
 
     def _build_training(self):
-        """Batch statistics at the configured size, the discriminators, the losses, the train ops."""
-        size = config.IMAGE_SIZE
+        """Batch statistics at the configured size, the discriminators, the losses, the train ops.
+
+        One replica's graph (_build_replica) is built by the strategy whose scope the Model is
+        built in (replicas.py): each replica takes its share of the fed batch, the optimizers
+        all-reduce the gradients into one update, the losses and batch statistics are the
+        replicas' means. Outside a scope the default strategy builds it once for the whole batch.
+        """
         with tf1.variable_scope('state'):
             # Sums of LOSS_NAMES over the epoch's steps so far, so a resumed epoch's mean covers all.
             self.loss_sums = tf1.get_variable('loss_sums', [len(LOSS_NAMES)], tf.float64, trainable=False,
@@ -207,57 +232,31 @@ class Model:
         self.corners = tf1.placeholder(tf.int32, [None, 2], 'corners')
         self.real_corners = tf1.placeholder(tf.int32, [None, 2], 'real_corners')
         self.bn_decay = tf1.placeholder_with_default(config.BN_DECAY, [], 'bn_decay')
-        x = tf.ensure_shape(self.x, [None, size, size, 3])
-        masks = tf.ensure_shape(self.masks, [None, size, size, 1])
-        raw = generator(generator_input(x, masks, self.mean_pixel), training=True, decay=self.bn_decay)
-        self.g_bn_updates = tf1.get_collection(tf1.GraphKeys.UPDATE_OPS, 'generator')
-        self.fake = _keep_known(raw, x, masks)
+        strategy = tf.distribute.get_strategy()
+        if config.ACCUM_STEPS > 1 and strategy.num_replicas_in_sync > 1:
+            raise ValueError('ACCUM_STEPS > 1 works with one replica only')
+        replica = strategy.run(self._build_replica)
+        local = strategy.experimental_local_results
+
+        def mean(value):
+            return strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
+
+        def whole(value):  # this process's shares, in batch order
+            parts = local(value)
+            return parts[0] if len(parts) == 1 else tf.concat(parts, axis=0)
+
+        self.mse, self.d_loss, self.g_adv, self.g_loss = (
+            mean(replica[name]) for name in ('mse', 'd_loss', 'g_adv', 'g_loss'))
+        self.real_logits, self.fake_logits, self.fake = (
+            whole(replica[name]) for name in ('real_logits', 'fake_logits', 'fake'))
         self.output_batch_stats = _to_uint8(self.fake)
-        self.mse = tf.reduce_mean(masks * tf.square(self.fake - x))
-
-        local = config.LOCAL_SIZE
-        self.fake_patches = crop_local(self.fake, self.corners, local)
-        self.real_logits = discriminator(x, crop_local(x, self.real_corners, local))
-        self.fake_logits = discriminator(self.fake, self.fake_patches)
-        d_bn_updates = tf1.get_collection(tf1.GraphKeys.UPDATE_OPS, 'discriminator')
-        # Plain cross-entropy: Adam does not care about the scale, and STOP_LOSS reads it in nats.
-        self.d_loss = _bce(self.real_logits, 1.0) + _bce(self.fake_logits, 0.0)
-        self._build_train_ops(d_bn_updates)
-
-    def _build_train_ops(self, d_bn_updates):
-        """Both optimizers, one train op per phase, and the ops train.py sets the state with.
-
-        Phase 3 updates D and G in one session.run. D_FIRST: D's update runs first and
-        G's adversarial loss is D's verdict after it (a second pass of D over the fakes);
-        else both gradients come from the same pass and both updates follow.
-        The optimizers are first applied G, then D: that order names Adam's
-        beta1_power (G) and beta1_power_1 (D) in every checkpoint.
-        """
-        g_vars = tf1.trainable_variables('generator')
-        d_vars = tf1.trainable_variables('discriminator')
-        g_opt = tf1.train.AdamOptimizer(config.LEARNING_RATE, config.BETA1, name='g_adam')
-        d_opt = tf1.train.AdamOptimizer(config.LEARNING_RATE, config.BETA1, name='d_adam')
-        mse = config.MSE_SCALE * self.mse
-        g_pretrain = g_opt.apply_gradients(g_opt.compute_gradients(mse, g_vars))
-        d_grads = d_opt.compute_gradients(self.d_loss, d_vars)
-        d_train = d_opt.apply_gradients(d_grads)
-        if config.D_FIRST:
-            with tf.control_dependencies([d_train]):  # D's variables are read after its update
-                judged = discriminator(self.fake, self.fake_patches)
-            self.g_adv = _bce(judged, 1.0)
-        else:
-            self.g_adv = _bce(self.fake_logits, 1.0)
-        self.g_loss = mse + config.ALPHA * self.g_adv if config.ADVERSARIAL_G else mse
-        g_grads = g_opt.compute_gradients(self.g_loss, g_vars)
-        if config.D_FIRST:
-            joint = [g_opt.apply_gradients(g_grads), d_train]
-        else:
-            # Both updates only after both sets of gradients exist.
-            with tf.control_dependencies([g for g, _ in g_grads + d_grads]):
-                joint = [g_opt.apply_gradients(g_grads), d_opt.apply_gradients(d_grads)]
-        steps = {1: [g_pretrain] + self.g_bn_updates,
-                 2: [d_train] + d_bn_updates,
-                 3: joint + self.g_bn_updates + d_bn_updates}
+        g_averages, d_averages = self._averages
+        self.g_bn_updates = _average_updates(g_averages, mean(replica['g_stats']), self.bn_decay)
+        d_bn_updates = _average_updates(d_averages, mean(replica['d_stats']), config.BN_DECAY)
+        train = {phase: tf.group(*local(op)) for phase, op in replica['train'].items()}
+        steps = {1: [train[1]] + self.g_bn_updates,
+                 2: [train[2]] + d_bn_updates,
+                 3: [train[3]] + self.g_bn_updates + d_bn_updates}
         self.losses = {1: {'mse': self.mse},
                        2: {'mse': self.mse, 'd_loss': self.d_loss},
                        3: {'mse': self.mse, 'd_loss': self.d_loss, 'g_adv': self.g_adv}}
@@ -267,18 +266,80 @@ class Model:
             with tf.control_dependencies(ops):
                 self.train_ops[phase] = tf.group(self.step.assign_add(1), self.epoch_step.assign_add(1),
                                                  self.loss_sums.assign_add(tf.stack(losses)))
-        if config.ACCUM_STEPS > 1:
-            g_adv = _bce(self.fake_logits, 1.0)  # a separate run: D's update is already in
-            g_loss = mse + config.ALPHA * g_adv if config.ADVERSARIAL_G else mse
-            self._build_accumulation(g_opt, d_opt, g_opt.compute_gradients(mse, g_vars), d_grads,
-                                     g_opt.compute_gradients(g_loss, g_vars), g_adv, d_bn_updates)
+        if config.ACCUM_STEPS > 1:  # one replica: its values are plain tensors
+            self._build_accumulation(*replica['accumulate'], d_bn_updates)
         self.next_epoch = tf.group(self.epoch.assign_add(1), self.epoch_step.assign(0),
                                    self.loss_sums.assign(tf.zeros_like(self.loss_sums)))
         self.phase_value = tf1.placeholder(tf.int32, [], 'phase_value')
         self.set_phase = self.phase.assign(self.phase_value)
         self.mean_pixel_value = tf1.placeholder(tf.float32, [3], 'mean_pixel_value')
         self.set_mean_pixel = self.mean_pixel.assign(self.mean_pixel_value)
-        self.g_vars, self.d_vars = g_vars, d_vars
+        self.g_vars = tf1.trainable_variables('generator')
+        self.d_vars = tf1.trainable_variables('discriminator')
+
+    def _build_replica(self):
+        """Both networks on this replica's share of the batch; returns its losses, outputs,
+        batch statistics and one gradient step per phase.
+
+        Phase 3 updates D and G in one session.run. D_FIRST: D's update runs first and
+        G's adversarial loss is D's verdict after it (a second pass of D over the fakes);
+        else both gradients come from the same pass and both updates follow.
+        The optimizers are first applied G, then D: that order names Adam's
+        beta1_power (G) and beta1_power_1 (D) in every checkpoint.
+        """
+        size, local = config.IMAGE_SIZE, config.LOCAL_SIZE
+        x = tf.ensure_shape(_to_float(_share(self.images)), [None, size, size, 3])
+        masks = tf.ensure_shape(_share(self.masks), [None, size, size, 1])
+        g_stats, d_stats = [], []  # (moving average, batch value) pairs
+        raw = generator(generator_input(x, masks, self.mean_pixel), training=True, stats=g_stats)
+        fake = _keep_known(raw, x, masks)
+        mse = tf.reduce_mean(masks * tf.square(fake - x))
+        fake_patches = crop_local(fake, _share(self.corners), local)
+        real_logits = discriminator(x, crop_local(x, _share(self.real_corners), local), d_stats)
+        fake_stats = []
+        fake_logits = discriminator(fake, fake_patches, fake_stats)
+        # One update of D's averages from both passes, not two racing ones (D never uses them:
+        # it always normalises with batch statistics; the checkpoint keeps them all the same).
+        d_stats = [(average, (real + fake) / 2) for (average, real), (_, fake) in zip(d_stats, fake_stats)]
+        # Plain cross-entropy: Adam does not care about the scale, and STOP_LOSS reads it in nats.
+        d_loss = _bce(real_logits, 1.0) + _bce(fake_logits, 0.0)
+        self._averages = [a for a, _ in g_stats], [a for a, _ in d_stats]  # the same in every replica
+
+        g_vars = tf1.trainable_variables('generator')
+        d_vars = tf1.trainable_variables('discriminator')
+        g_opt = tf1.train.AdamOptimizer(config.LEARNING_RATE, config.BETA1, name='g_adam')
+        d_opt = tf1.train.AdamOptimizer(config.LEARNING_RATE, config.BETA1, name='d_adam')
+        count = tf.distribute.get_replica_context().num_replicas_in_sync
+
+        def share(loss):  # the optimizers sum the replicas' gradients: this makes it their mean
+            return loss if count == 1 else loss / count
+
+        scaled_mse = config.MSE_SCALE * mse
+        g_pretrain = g_opt.apply_gradients(g_opt.compute_gradients(share(scaled_mse), g_vars))
+        d_grads = d_opt.compute_gradients(share(d_loss), d_vars)
+        d_train = d_opt.apply_gradients(d_grads)
+        if config.D_FIRST:
+            with tf.control_dependencies([d_train]):  # D's variables are read after its update
+                g_adv = _bce(discriminator(fake, fake_patches), 1.0)
+        else:
+            g_adv = _bce(fake_logits, 1.0)
+        g_loss = scaled_mse + config.ALPHA * g_adv if config.ADVERSARIAL_G else scaled_mse
+        g_grads = g_opt.compute_gradients(share(g_loss), g_vars)
+        if config.D_FIRST:
+            joint = [g_opt.apply_gradients(g_grads), d_train]
+        else:
+            # Both updates only after both sets of gradients exist.
+            with tf.control_dependencies([g for g, _ in g_grads + d_grads]):
+                joint = [g_opt.apply_gradients(g_grads), d_opt.apply_gradients(d_grads)]
+        replica = dict(mse=mse, d_loss=d_loss, g_adv=g_adv, g_loss=g_loss, real_logits=real_logits,
+                       fake_logits=fake_logits, fake=fake, g_stats=_flat(g_stats), d_stats=_flat(d_stats),
+                       train={1: tf.group(g_pretrain), 2: tf.group(d_train), 3: tf.group(*joint)})
+        if config.ACCUM_STEPS > 1:
+            acc_adv = _bce(fake_logits, 1.0)  # a separate run: D's update is already in
+            acc_loss = scaled_mse + config.ALPHA * acc_adv if config.ADVERSARIAL_G else scaled_mse
+            replica['accumulate'] = (g_opt, d_opt, g_opt.compute_gradients(scaled_mse, g_vars), d_grads,
+                                     g_opt.compute_gradients(acc_loss, g_vars), acc_adv)
+        return replica
 
     def _build_accumulation(self, g_opt, d_opt, g_mse_grads, d_grads, g_grads, g_adv, d_bn_updates):
         """ACCUM_STEPS > 1: `stages[phase]`, a list of (accumulate, losses, apply) that
@@ -357,11 +418,16 @@ class Model:
             sess.run(self.g_bn_updates, {**feed, self.bn_decay: k / (k + 1.0)})
 
 
+def session_config():
+    """GPU memory grows as needed instead of being taken whole at the start."""
+    settings = tf1.ConfigProto()
+    settings.gpu_options.allow_growth = True
+    return settings
+
+
 def make_session():
-    """A session on the GPU when TensorFlow sees one (memory grows as needed), else the CPU."""
-    session_config = tf1.ConfigProto()
-    session_config.gpu_options.allow_growth = True
-    return tf1.Session(config=session_config)
+    """A session on the GPU when TensorFlow sees one, else the CPU."""
+    return tf1.Session(config=session_config())
 
 
 def device_name():

@@ -183,6 +183,9 @@ def parse_args(argv):
                         help='replace output files that exist (never an input)')
     parser.add_argument('--resize', type=int, metavar='N', help='scale the short side to N px first')
     parser.add_argument('--blend', action='store_true', help='Poisson-blend the completion (--image)')
+    parser.add_argument('--bfloat16', action='store_true',
+                        help='complete in bfloat16: faster on CPUs with bfloat16 instructions, fills within '
+                             'a few levels of float32 (BENCHMARKS.md)')
     parser.add_argument('--model', choices=[backup.PRETRAINED, backup.LATEST],
                         help='checkpoint to use (default: latest for --image, both for the test set)')
     args = parser.parse_args(argv)
@@ -228,7 +231,7 @@ def main(argv):
             print(f'note: {config.BACKUP_DIR}/ has no {missing} checkpoint; showing {path} only')
     print(f'device: {network.device_name()}; IMAGE_SIZE={config.IMAGE_SIZE} LOCAL_SIZE={config.LOCAL_SIZE} '
           f'MASK_CHANNEL={config.MASK_CHANNEL} holes {config.HOLE_MIN}-{config.HOLE_MAX} px')
-    nets = inference.Networks(found, batch_stats=not args.image and args.batch_stats)
+    nets = inference.Networks(found, batch_stats=not args.image and args.batch_stats, bfloat16=args.bfloat16)
     try:
         for name, info in nets.info.items():
             print(f'{nets.label(name)}: {info["path"]} (epoch {info["epoch"]}, phase {info["phase"]})')

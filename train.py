@@ -28,6 +28,7 @@ import backup
 import data
 import network
 import plots
+import replicas
 
 tf1 = tf.compat.v1
 DONE = 4  # phase value of a run that met its stop rule
@@ -47,13 +48,17 @@ class Interrupt:
             print('\nstopping: finishing this step, then saving...', flush=True)
         self.signal = signum
 
+    def from_other_worker(self):
+        print('\nstopping: another worker was stopped; finishing this step, then saving...', flush=True)
+        self.signal = signal.SIGTERM
+
     def exit_status(self):
         return 130 if self.signal == signal.SIGINT else 0
 
 
 class LossLog:
     """output/loss.csv and loss.png once an epoch; TensorBoard scalars every LOG_EVERY steps
-    and each epoch's sample grid."""
+    and each epoch's sample grid. Only the worker that writes the files keeps one."""
 
     def __init__(self, epoch):
         self.csv = os.path.join(config.OUTPUT_DIR, 'loss.csv')
@@ -119,8 +124,9 @@ class Run:
     model: network.Model
     images: np.ndarray  # the training split, uint8 [N,S,S,3] (memory-mapped)
     interrupt: Interrupt
-    log: LossLog
+    log: LossLog  # None on a worker that does not write the files
     save: callable  # save() writes backup/latest and returns its path
+    parallel: replicas.Replicas = dataclasses.field(default_factory=replicas.Replicas)
 
 
 def train_step(sess, model, phase, feeds):
@@ -167,21 +173,28 @@ def run_epoch(run, phase, epoch, first_step):
             means = {k: v / in_window for k, v in window.items()}
             speed = in_window * size / (time.time() - tick)
             bar.set_postfix({**{k: f'{v:.3g}' for k, v in means.items()}, 'img/s': f'{speed:.1f}'})
-            run.log.scalars(model.state(sess)[3], {**means, 'images_per_second': speed})
+            if run.log:
+                run.log.scalars(model.state(sess)[3], {**means, 'images_per_second': speed})
             window, in_window, tick = {}, 0, time.time()
-        if run.interrupt.signal:
+        due = i + 1 < steps and time.time() - last_save > config.SAVE_MINUTES * 60  # the epoch end saves anyway
+        interrupted = bool(run.interrupt.signal)
+        stop, due = run.parallel.agree(sess, interrupted, due, i)
+        if stop:
+            if not interrupted:
+                run.interrupt.from_other_worker()
             break
-        if i + 1 < steps and time.time() - last_save > config.SAVE_MINUTES * 60:  # the epoch end saves anyway
+        if due:
             run.save()
             last_save = time.time()
     bar.close()
     return model.epoch_means(sess, phase)
 
 
-def train(sess, model, saver, finite, train_images, test_images, interrupt):
-    """The three phases; returns the exit status. `finite`: op, True if no variable holds NaN/Inf."""
+def train(sess, model, saver, finite, train_images, test_images, interrupt, parallel):
+    """The three phases; returns the exit status. `finite`: op, True if no variable holds NaN/Inf;
+    `parallel`: the replicas.Replicas the graph was built for."""
     phase, epoch, _, _ = model.state(sess)
-    log = LossLog(epoch)
+    log = LossLog(epoch) if parallel.chief else None
     count = min(config.SAMPLE_COUNT, len(test_images))
     samples = np.asarray(test_images[:count])
     sample_masks, _ = data.sample_holes(data.stream('samples'), count)
@@ -193,13 +206,14 @@ def train(sess, model, saver, finite, train_images, test_images, interrupt):
         if not sess.run(finite):  # a step can blow up the weights before any loss shows it
             raise diverged(f'the weights became NaN or Inf by step {step} (phase {now_phase}, '
                            f'epoch {now_epoch + 1})')
-        step = step if name == backup.LATEST else None
-        return backup.save(sess, saver, name, step)
+        if not parallel.chief:
+            return 'by worker 0'
+        return backup.save(sess, saver, name, step if name == backup.LATEST else None)
 
     def set_phase(value):
         sess.run(model.set_phase, {model.phase_value: value})
 
-    run = Run(sess, model, train_images, interrupt, log, save)
+    run = Run(sess, model, train_images, interrupt, log, save, parallel)
 
     while True:
         phase, epoch, epoch_step, step = model.state(sess)
@@ -227,14 +241,16 @@ def train(sess, model, saver, finite, train_images, test_images, interrupt):
             set_phase(DONE)
         # The row goes first: a crash before the save drops it on resume (LossLog keeps rows
         # up to the restored epoch), a crash after the save can no longer lose it.
-        log.epoch({'epoch': epoch + 1, 'phase': phase, 'step': model.state(sess)[3],
-                   'seconds': round(time.time() - start, 1), **means})
+        if log:
+            log.epoch({'epoch': epoch + 1, 'phase': phase, 'step': model.state(sess)[3],
+                       'seconds': round(time.time() - start, 1), **means})
         path = save()
-        completed = np.asarray(model.complete(sess, samples, sample_masks))
-        grid = os.path.join(config.OUTPUT_DIR, f'epoch_{epoch + 1:04d}.png')
-        plots.save_grid(grid, [plots.show_holes(samples, sample_masks), completed, samples],
-                        ['input', f'completion (epoch {epoch + 1})', 'ground truth'])
-        log.image(model.state(sess)[3], 'samples', grid)
+        if log:
+            completed = np.asarray(model.complete(sess, samples, sample_masks))
+            grid = os.path.join(config.OUTPUT_DIR, f'epoch_{epoch + 1:04d}.png')
+            plots.save_grid(grid, [plots.show_holes(samples, sample_masks), completed, samples],
+                            ['input', f'completion (epoch {epoch + 1})', 'ground truth'])
+            log.image(model.state(sess)[3], 'samples', grid)
         print(f'epoch {epoch + 1} phase {phase}: ' + ' '.join(f'{k} {v:.5g}' for k, v in means.items())
               + f' ({time.time() - start:.0f} s) saved {path}')
         if finished:
@@ -242,22 +258,10 @@ def train(sess, model, saver, finite, train_images, test_images, interrupt):
             return 0
 
 
-def main(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0], epilog=config.help_text(),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--fresh', action='store_true', help='start over (old files are moved aside)')
-    parser.add_argument('--resume', metavar='CHECKPOINT', help='resume from this checkpoint prefix')
-    args = parser.parse_args(config.parse_overrides(argv))
-    if args.fresh and args.resume:
-        raise errors.UserError('--fresh and --resume exclude each other')
-    train_images = data.load_images(data.npy_path('train'))
-    test_images = data.load_images(data.npy_path('test'))
-    per_step = config.BATCH_SIZE * config.ACCUM_STEPS
-    if len(train_images) < per_step:
-        raise errors.UserError(f'{data.npy_path("train")} holds {len(train_images)} images, fewer than one '
-                               f'step\'s BATCH_SIZE * ACCUM_STEPS = {per_step}; lower them or prepare more images')
+def take_over_files(args):
+    """The writing worker's part before training: the lock, leftovers of a crash, --fresh."""
     os.makedirs(config.OUTPUT_DIR, exist_ok=True)
-    lock = backup.lock()  # noqa: F841  held until the process ends
+    lock = backup.lock()  # held until the process ends
     partial = backup.remove_partial(keep=args.resume)
     if partial:
         print(f'removed {len(partial)} file(s) of saves that a crash cut short or left unlisted')
@@ -268,9 +272,41 @@ def main(argv):
         outputs = backup.move_outputs_aside(moved)
         if outputs:
             print(f'moved its loss.csv, loss.png, logs/ and sample grids to {outputs}/')
-    checkpoint = args.resume or backup.find()
+    return lock
+
+
+def lost_worker(error):
+    """The error for a worker that died or stopped answering: nothing after the last save is kept."""
+    last = tf1.train.latest_checkpoint(config.BACKUP_DIR)
+    kept = f'{last} stays the last save' if last else 'nothing was saved yet'
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    # TensorFlow wraps the RPC's own words in a header and the node's stack.
+    said = [line for line in lines if not line.startswith(('Graph execution error', 'Detected at node', 'File ',
+                                                            'Node:', '[[', 'Original stack trace', 'defined at'))]
+    reason = (said or lines or [''])[0][:200]
+    return errors.UserError(f'another worker stopped or stopped answering ({type(error).__name__}: {reason}); '
+                            f'{kept}: start every worker again with the same command to resume')
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0], epilog=config.help_text(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--fresh', action='store_true', help='start over (old files are moved aside)')
+    parser.add_argument('--resume', metavar='CHECKPOINT', help='resume from this checkpoint prefix')
+    args = parser.parse_args(config.parse_overrides(argv))
+    if args.fresh and args.resume:
+        raise errors.UserError('--fresh and --resume exclude each other')
+    parallel = replicas.Replicas()
+    parallel.check(config.BATCH_SIZE, config.ACCUM_STEPS)
+    train_images = data.load_images(data.npy_path('train'))
+    test_images = data.load_images(data.npy_path('test'))
+    per_step = config.BATCH_SIZE * config.ACCUM_STEPS
+    if len(train_images) < per_step:
+        raise errors.UserError(f'{data.npy_path("train")} holds {len(train_images)} images, fewer than one '
+                               f'step\'s BATCH_SIZE * ACCUM_STEPS = {per_step}; lower them or prepare more images')
+    lock = take_over_files(args) if parallel.chief else None  # noqa: F841  held until the process ends
     saved = backup.read_run_config()
-    if checkpoint and saved:
+    if saved and (args.resume or backup.find()):
         backup.check_compatible(saved, 'pass --{key}={saved!r} to resume, or --fresh to start a new run')
         changed = backup.changed_settings(saved)
         if changed:  # allowed (e.g. a smaller batch after running out of memory), but say so
@@ -278,36 +314,50 @@ def main(argv):
 
     interrupt = Interrupt()
     tf1.set_random_seed(config.SEED)
-    model = network.Model()
+    with parallel.scope():
+        model = network.Model()
+        parallel.build_agreement()
     saver = tf1.train.Saver(max_to_keep=config.KEEP_CHECKPOINTS + 1, save_relative_paths=True)
     backup.adopt(saver)
     finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in tf1.global_variables()
                             if v.dtype.base_dtype.is_floating])
-    sess = network.make_session()
-    print(f'device: {network.device_name()}')
-    if checkpoint:
-        backup.restore(sess, saver, checkpoint, optional=network.ADDED_STATE)
-        phase, epoch, epoch_step, step = model.state(sess)
-        print(f'resumed {checkpoint}: phase {phase}, epoch {epoch + 1}, batch {epoch_step}, step {step}')
-    else:
-        sess.run(tf1.global_variables_initializer())
-        sess.run(model.set_mean_pixel, {model.mean_pixel_value: data.mean_pixel(train_images)})
-    sess.run(tf1.local_variables_initializer())  # ACCUM_STEPS's gradient sums: zero between steps
-    backup.write_run_config()
-    sess.graph.finalize()  # the loop must not grow the graph
-    batches = f' ({config.ACCUM_STEPS} batches of {config.BATCH_SIZE})' if config.ACCUM_STEPS > 1 else ''
-    print(f'{len(train_images)} training images, {len(train_images) // per_step} steps of '
-          f'{per_step}{batches} per epoch; phases: 1 until epoch {config.PRETRAIN_EPOCH}, 2 until '
-          f'{config.PRETRAIN_EPOCH + config.D_EPOCH}, 3 until d_loss < {config.STOP_LOSS} '
-          f'or epoch {config.MAX_EPOCH}')
+    sess = parallel.session()
+    print(f'device: {network.device_name()}; {parallel.describe()}')
     try:
-        return train(sess, model, saver, finite, train_images, test_images, interrupt)
+        # Several workers: the initializer waits for all of them (worker 0 sends the initial
+        # weights), so the others look for a checkpoint only after worker 0 has moved any aside.
+        sess.run([tf1.global_variables_initializer(), tf1.local_variables_initializer()])
+        checkpoint = args.resume or backup.find()
+        if checkpoint:
+            backup.restore(sess, saver, checkpoint, optional=network.ADDED_STATE)
+            phase, epoch, epoch_step, step = model.state(sess)
+            print(f'resumed {checkpoint}: phase {phase}, epoch {epoch + 1}, batch {epoch_step}, step {step}')
+        else:
+            sess.run(model.set_mean_pixel, {model.mean_pixel_value: data.mean_pixel(train_images)})
+        parallel.agree(sess, False, False, model.state(sess)[3])
+        if parallel.chief:
+            backup.write_run_config()
+        sess.graph.finalize()  # the loop must not grow the graph
+        batches = f' ({config.ACCUM_STEPS} batches of {config.BATCH_SIZE})' if config.ACCUM_STEPS > 1 else ''
+        print(f'{len(train_images)} training images, {len(train_images) // per_step} steps of '
+              f'{per_step}{batches} per epoch; phases: 1 until epoch {config.PRETRAIN_EPOCH}, 2 until '
+              f'{config.PRETRAIN_EPOCH + config.D_EPOCH}, 3 until d_loss < {config.STOP_LOSS} '
+              f'or epoch {config.MAX_EPOCH}')
+        status = train(sess, model, saver, finite, train_images, test_images, interrupt, parallel)
+        if parallel.workers > 1:
+            print(f'weights digest {replicas.digest(sess, model.g_vars + model.d_vars)} (the same on every worker)')
+        return status
     except tf.errors.ResourceExhaustedError:
         half = max(1, config.BATCH_SIZE // 2)
         raise errors.UserError(f'out of memory at BATCH_SIZE={config.BATCH_SIZE}: run python train.py '
                                f'--BATCH_SIZE={half} --ACCUM_STEPS={config.ACCUM_STEPS * config.BATCH_SIZE // half} '
                                f'(the same images per update; or set them in config.py); '
                                f'training resumes from the last save')
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
+            tf.errors.CancelledError, tf.errors.InternalError) as error:
+        if parallel.workers == 1:
+            raise
+        raise lost_worker(error)
 
 
 if __name__ == '__main__':

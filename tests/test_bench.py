@@ -19,7 +19,8 @@ SINGLE = ['ceiling.matmul', 'ceiling.conv', 'flops.g', 'flops.d',
           'tf1.theirs', 'tf1.ours', 'tf1.ours_adv', 'tf1.ratio', 'tf1.ratio_adv',
           'infer.one.ms', 'infer.one.ips', 'infer.batch.ms', 'infer.batch.ips',
           'infer.large.ms', 'infer.large.ips',
-          'memory.variables', 'memory.gpu', 'memory.max_batch', 'to_npy.ips', 'startup.seconds']
+          'memory.variables', 'memory.gpu', 'memory.max_batch', 'to_npy.ips', 'startup.seconds',
+          'replicas.ips.1', 'replicas.ips.3']
 
 
 @pytest.fixture
@@ -53,7 +54,7 @@ def test_quick_run_has_every_row_with_sane_numbers(restore_config, faces, tmp_pa
         assert sorted(k for k in by_key if k.startswith(f'scale.{kind}.')) == sorted(
             f'scale.{kind}.{b}.{s}' for b, s in ((1, 32), (2, 32), (4, 32), (2, 16), (2, 64)))
     assert [r.item for r in rows] == sorted(r.item for r in rows)
-    assert {r.item for r in rows} == set(range(1, 12))
+    assert {r.item for r in rows} == set(range(1, 13))
 
     for row in rows:
         if row.key == 'memory.max_batch':  # may be unmeasurable at tiny sizes

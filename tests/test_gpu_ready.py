@@ -14,7 +14,7 @@ import tensorflow as tf
 from tensorflow.python.framework import kernels
 
 import inference
-import network
+import replicas
 import train
 
 GPU_DEVICES = ('GPU', 'DEFAULT')  # DEFAULT kernels run on any device
@@ -84,7 +84,7 @@ def training_graph(tmp_path, monkeypatch):
     def stop():
         raise GraphBuilt
 
-    monkeypatch.setattr(network, 'make_session', stop)
+    monkeypatch.setattr(replicas.Replicas, 'session', lambda self: stop())
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with graph.as_default(), pytest.raises(GraphBuilt):

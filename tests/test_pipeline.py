@@ -65,7 +65,7 @@ def test_layer_shapes_at_odd_batches_and_sizes(batch, height, width):
         x = tf1.placeholder(tf.float32, [None, None, None, 3])
         outs = [layer.conv(x, 8, 3, 2, 'conv'), layer.dilated_conv(x, 8, 3, 4, 'dilated'),
                 layer.deconv(x, 8, 4, 2, 'deconv')]
-        outs.append(layer.batch_norm(outs[0], True, 'bn', 0.9, 1e-3))
+        outs.append(layer.batch_norm(outs[0], True, 'bn', 1e-3))
         sess.run(tf1.global_variables_initializer())
         values = sess.run(outs, {x: np.random.rand(batch, height, width, 3)})
     assert values[0].shape == (batch, height // 2, width // 2, 8)

@@ -320,6 +320,20 @@ def test_photo_at_an_odd_size_keeps_its_size_and_known_pixels(run, tmp_path):
     assert result[hole].mean() > 20  # filled, not left at the hidden hole's zeros
 
 
+def test_bfloat16_switch_completes_close_to_float32(run, tmp_path):
+    image = photo(64, 80, seed=7)
+    write_png(tmp_path / 'photo.png', image)
+    common = [f'--BACKUP_DIR={run}/backup', '--image', str(tmp_path / 'photo.png'), '--box', '20,16,24,20']
+    script.main([*common, '--out', str(tmp_path / 'f32.png')])
+    script.main([*common, '--out', str(tmp_path / 'bf16.png'), '--bfloat16'])
+    f32, bf16 = read_png(tmp_path / 'f32.png'), read_png(tmp_path / 'bf16.png')
+    hole = np.zeros(image.shape[:2], bool)
+    hole[16:36, 20:44] = True
+    assert (bf16[~hole] == image[~hole]).all()
+    diff = np.abs(bf16.astype(int) - f32)[hole]
+    assert 0 < diff.max() <= 16 and diff.mean() < 3.0, (diff.max(), diff.mean())
+
+
 @pytest.mark.parametrize('resize, blend', [(None, True), (32, False), (48, True)])
 def test_photo_options_keep_size_and_known_pixels_and_never_see_the_hole(nets, resize, blend):
     image = photo(157, 203, seed=3)

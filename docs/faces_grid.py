@@ -1,0 +1,85 @@
+"""Draw docs/faces_grid.png, README's first picture: a public-domain face completed by a model.
+
+    python docs/faces_grid.py --BACKUP_DIR=runs/faces/backup   # pretrained + latest of one run
+    python docs/faces_grid.py --pretrained A/backup/pretrained --latest B/backup/latest-900
+
+Rows: holes over the eyes, the nose, the mouth and a cheek of the NASA portrait in
+docs/examples/astronaut.png (public domain, see docs/examples/README.md), at the model's
+IMAGE_SIZE. Columns: input with the hole | completion only (the phase-1 checkpoint) |
+completion + discriminator (a phase-3 checkpoint) | the latter Poisson-blended | ground truth.
+The model must be trained on real faces; which one made the committed picture is in QUALITY.md.
+"""
+import argparse
+import os
+import sys
+
+import cv2
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import cli  # noqa: E402  first: it quiets TensorFlow's C++ logs
+import backup  # noqa: E402
+import config  # noqa: E402
+import evaluate  # noqa: E402
+import inference  # noqa: E402
+import plots  # noqa: E402
+from errors import UserError  # noqa: E402
+
+PHOTO = os.path.join(ROOT, 'docs', 'examples', 'astronaut.png')
+# Holes as (x, y, width, height), fractions of the side, on the 128x128 example's features.
+HOLES = {'eyes': (0.25, 0.36, 0.5, 0.16), 'nose': (0.40, 0.46, 0.2, 0.2),
+         'mouth': (0.32, 0.64, 0.36, 0.14), 'cheek': (0.62, 0.50, 0.18, 0.2)}
+
+
+def holes(size):
+    """One boolean [size,size] mask per row of HOLES."""
+    masks = np.zeros((len(HOLES), size, size), bool)
+    for mask, (x, y, w, h) in zip(masks, HOLES.values()):
+        mask[round(y * size):round((y + h) * size), round(x * size):round((x + w) * size)] = True
+    return masks
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--pretrained', help='completion-only checkpoint (default BACKUP_DIR/pretrained)')
+    parser.add_argument('--latest', help='phase-3 checkpoint (default the newest in BACKUP_DIR)')
+    parser.add_argument('--out', default=os.path.join(ROOT, 'docs', 'faces_grid.png'))
+    args, rest = parser.parse_known_args(argv)
+    if args.latest:  # the architecture comes from that run's config.json
+        rest = [f'--BACKUP_DIR={os.path.dirname(args.latest)}', *rest]
+    leftover = backup.apply_run_config(rest)
+    if leftover:
+        parser.error(f'unknown arguments: {" ".join(leftover)}')
+    found = {backup.PRETRAINED: args.pretrained or backup.find(backup.PRETRAINED),
+             backup.LATEST: args.latest or backup.find(backup.LATEST)}
+    missing = [name for name, path in found.items() if not path]
+    if missing:
+        raise UserError(f'no {" or ".join(missing)} checkpoint in {config.BACKUP_DIR}/: name it with '
+                            f'--pretrained / --latest')
+    size = config.IMAGE_SIZE
+    face = cv2.cvtColor(cv2.imread(PHOTO), cv2.COLOR_BGR2RGB)
+    face = cv2.resize(face, (size, size), interpolation=cv2.INTER_AREA)
+    masks = holes(size)
+    nets = inference.Networks(found)
+    try:
+        for name, info in nets.info.items():
+            print(f'{name}: {info["path"]} (phase {info["phase"]}, epoch {info["epoch"]}, step {info["step"]})')
+        if nets.info[backup.LATEST]['phase'] < 3:
+            print(f'note: {found[backup.LATEST]} has not trained with the discriminators yet')
+        only = np.stack([inference.complete_photo(nets, backup.PRETRAINED, face, m) for m in masks])
+        adversarial = np.stack([inference.complete_photo(nets, backup.LATEST, face, m) for m in masks])
+    finally:
+        nets.close()
+    stack = masks[..., None]
+    truth = np.repeat(face[None], len(masks), axis=0)
+    blended = evaluate.blend(evaluate.hide_holes(truth, stack), adversarial, stack)
+    plots.save_grid(args.out, [plots.show_holes(truth, stack), only, adversarial, blended, truth],
+                    ['input', 'completion only', 'completion + discriminator', '+ blending', 'ground truth'],
+                    row_labels=list(HOLES))
+    print(f'wrote {args.out}')
+    return 0
+
+
+if __name__ == '__main__':
+    cli.run(main)
