@@ -3,9 +3,9 @@
     python docs/faces_grid.py --BACKUP_DIR=runs/faces/backup   # pretrained + latest of one run
     python docs/faces_grid.py --pretrained A/backup/pretrained --latest B/backup/latest-900
 
-Rows: holes over the eyes, the nose, the mouth and a cheek of the NASA portrait in
-docs/examples/astronaut.png (public domain, see docs/examples/README.md), at the model's
-IMAGE_SIZE. Columns: input with the hole | completion only (the phase-1 checkpoint) |
+Rows: holes over an eye, the nose, the mouth and the other eye of the NASA portrait in
+docs/examples/astronaut.png (public domain, see docs/examples/README.md), cropped as UTKFace
+frames its faces and scaled to the model's IMAGE_SIZE. Columns: input with the hole | completion only (the phase-1 checkpoint) |
 completion + discriminator (a phase-3 checkpoint) | the latter Poisson-blended | ground truth.
 The model must be trained on real faces; which one made the committed picture is in QUALITY.md.
 """
@@ -27,9 +27,10 @@ import plots  # noqa: E402
 from errors import UserError  # noqa: E402
 
 PHOTO = os.path.join(ROOT, 'docs', 'examples', 'astronaut.png')
-# Holes as (x, y, width, height), fractions of the side, on the 128x128 example's features.
-HOLES = {'eyes': (0.25, 0.36, 0.5, 0.16), 'nose': (0.40, 0.46, 0.2, 0.2),
-         'mouth': (0.32, 0.64, 0.36, 0.14), 'cheek': (0.62, 0.50, 0.18, 0.2)}
+CROP = (14, 8, 100)  # x, y, side in the 128x128 example: the face framed as in UTKFace's photos
+# Holes as (x, y, width, height), fractions of the side, within the training holes' sizes.
+HOLES = {'left eye': (0.24, 0.34, 0.24, 0.17), 'nose': (0.42, 0.44, 0.2, 0.22),
+         'mouth': (0.32, 0.66, 0.34, 0.16), 'right eye': (0.54, 0.34, 0.24, 0.17)}
 
 
 def holes(size):
@@ -59,7 +60,8 @@ def main(argv):
                             f'--pretrained / --latest')
     size = config.IMAGE_SIZE
     face = cv2.cvtColor(cv2.imread(PHOTO), cv2.COLOR_BGR2RGB)
-    face = cv2.resize(face, (size, size), interpolation=cv2.INTER_AREA)
+    x, y, side = CROP
+    face = cv2.resize(face[y:y + side, x:x + side], (size, size), interpolation=cv2.INTER_AREA)
     masks = holes(size)
     nets = inference.Networks(found)
     try:
