@@ -150,6 +150,14 @@ def train_args(npy, tmp, **extra):
     return [*tiny_args(tmp, NPY_DIR=f'{npy}/npy', PRETRAIN_EPOCH=1, D_EPOCH=1, **extra)]
 
 
+def wait_for_a_save(procs, backup_dir, timeout=240):
+    deadline = time.monotonic() + timeout
+    while not list(backup_dir.glob('latest-*.index')):
+        assert all(p.poll() is None for p in procs), 'train.py ended before its first save'
+        assert time.monotonic() < deadline, f'no save in {timeout} s'
+        time.sleep(0.05)
+
+
 def test_kill_9_with_two_replicas_resumes_exactly(npy, tmp_path):
     whole = run_script('train.py', *train_args(npy, tmp_path / 'whole', REPLICAS=2, MAX_EPOCH=3))
     assert whole.returncode == 0, whole.stderr
@@ -158,10 +166,7 @@ def test_kill_9_with_two_replicas_resumes_exactly(npy, tmp_path):
     cut = tmp_path / 'cut'
     command = [sys.executable, os.path.join(ROOT, 'train.py'), *train_args(npy, cut, REPLICAS=2, MAX_EPOCH=3)]
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while not list((cut / 'backup').glob('latest-*.index')) and time.monotonic() < deadline:
-        assert proc.poll() is None, 'train.py ended before its first save'
-        time.sleep(0.05)
+    wait_for_a_save([proc], cut / 'backup')
     time.sleep(0.5)  # into the next epoch
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -222,10 +227,7 @@ def test_two_workers_end_with_the_same_weights_and_resume_together(npy, tmp_path
 
 def test_a_dead_worker_stops_the_run_with_a_clear_message_and_the_save_kept(npy, tmp_path):
     procs = start_workers(npy, tmp_path, free_ports(2), MAX_EPOCH=50)
-    deadline = time.monotonic() + 240
-    while not list((tmp_path / 'backup').glob('latest-*.index')) and time.monotonic() < deadline:
-        assert procs[0].poll() is None, procs[0].communicate()
-        time.sleep(0.1)
+    wait_for_a_save(procs, tmp_path / 'backup')
     procs[1].send_signal(signal.SIGKILL)
     out, err = procs[0].communicate(timeout=120)
     assert procs[0].returncode == 2, out[-2000:] + err[-2000:]  # cli.run's status for a UserError
@@ -238,10 +240,7 @@ def test_a_dead_worker_stops_the_run_with_a_clear_message_and_the_save_kept(npy,
 
 def test_stopping_one_worker_stops_both_at_the_same_step_after_a_save(npy, tmp_path):
     procs = start_workers(npy, tmp_path, free_ports(2), MAX_EPOCH=50)
-    deadline = time.monotonic() + 240
-    while not list((tmp_path / 'backup').glob('latest-*.index')) and time.monotonic() < deadline:
-        assert procs[1].poll() is None, procs[1].communicate()
-        time.sleep(0.1)
+    wait_for_a_save(procs, tmp_path / 'backup')
     procs[1].send_signal(signal.SIGTERM)  # the worker that does not write
     outs = finish(procs, timeout=120)
     assert 'another worker was stopped' in outs[0]
