@@ -23,6 +23,7 @@ import backup  # noqa: E402
 import config  # noqa: E402
 import evaluate  # noqa: E402
 import inference  # noqa: E402
+import photos  # noqa: E402
 import plots  # noqa: E402
 from errors import UserError  # noqa: E402
 
@@ -35,10 +36,8 @@ HOLES = {'left eye': (0.24, 0.34, 0.24, 0.17), 'nose': (0.42, 0.44, 0.2, 0.22),
 
 def holes(size):
     """One boolean [size,size] mask per row of HOLES."""
-    masks = np.zeros((len(HOLES), size, size), bool)
-    for mask, (x, y, w, h) in zip(masks, HOLES.values()):
-        mask[round(y * size):round((y + h) * size), round(x * size):round((x + w) * size)] = True
-    return masks
+    return np.stack([photos.box_mask(','.join(str(round(v * size)) for v in box), (size, size))
+                     for box in HOLES.values()])
 
 
 def main(argv):
