@@ -4,7 +4,7 @@ budget, measure every checkpoint on the held-out test split, draw the curves.
     python experiments/quality.py prepare --src ../shared/faces --NUM_IMAGES=5000
     python experiments/quality.py run paper-b16 --minutes 120 [--KEY=value ...]
     python experiments/quality.py run adv-b16 --from paper-b16:latest-900 --minutes 60 --PRETRAIN_EPOCH=3
-    python experiments/quality.py eval paper-b16 [NAME ...] [--prune]
+    python experiments/quality.py eval paper-b16 [NAME ...] [--newest] [--prune]
     python experiments/quality.py report [NAME ...]
 
 prepare  runs to_npy.py (same arguments) into RUNS/npy/, the one train/test split every run
@@ -20,14 +20,16 @@ run      trains one setting with train.py into RUNS/NAME/{backup,output}/ for --
 eval     restores every checkpoint of each run into the graph of its backup/config.json and
          measures the completion of NPY_DIR/x_test.npy with test.py's holes and evaluate.py's
          metrics, with moving-average and with batch statistics, next to mean-pixel fill and
-         OpenCV Telea; writes experiments/results/NAME.json. --prune then deletes all but the
+         OpenCV Telea; writes experiments/results/NAME.json. --newest measures only the newest
+         checkpoint (the others keep their earlier numbers). --prune then deletes all but the
          newest checkpoint (about 0.46 GB each at 128x128); their numbers stay in the json.
          --on TAG=FOLDER measures on another prepared set's test split (a model trained on one
          face set, tested on another), written as NAME@TAG.json.
 report   draws experiments/quality.png (hole PSNR and hole L1 against minutes, one line per
          run, the baselines flat) and writes the tables to experiments/results/quality.md
          (--png PATH: the tables go to RESULTS/<its name>.md); --against NAME adds a table of
-         every run at NAME's checkpoint minutes, for settings compared at equal time.
+         every run at NAME's checkpoint minutes, for settings compared at equal time, and each
+         run's means over NAME's last --tail minutes (one checkpoint is noisy).
 
 Run one setting at a time on an otherwise idle machine: the x axis is wall-clock time.
 """
@@ -72,6 +74,7 @@ RESERVED = ('BACKUP_DIR', 'OUTPUT_DIR', 'SAVE_MINUTES', 'KEEP_CHECKPOINTS')  # r
 TELEA, MEAN_FILL = 'OpenCV Telea', 'mean-pixel fill'  # row names, as in test.py's table
 FILL_STRETCH = 1.5  # draw the mean-fill line only if it widens the value axis by at most this factor
 NEAR_MINUTES = 5.0  # checkpoints of two runs this close count as "at equal minutes"
+TAIL_MINUTES = 8.0  # report --against: the last minutes whose checkpoints are averaged
 PHASE_MARKERS = {1: 'o', 2: 's', 3: '^'}  # phase 4 (stop rule met) is drawn as phase 3
 CURVES = (('hole_psnr', 'hole PSNR (dB), higher is better'),
           ('hole_l1', 'hole L1 (0-255), lower is better'),
@@ -284,9 +287,9 @@ def inherited(record, results_dir, suffix=''):
     return [{**c, 'from_run': source['run']} for c in earlier if c['minutes'] < source['minutes']]
 
 
-def evaluate_run(name, root, results_dir, limit, prune, other=None):
-    """Measure every checkpoint of run NAME on its own test split, or on other=(tag, npy folder):
-    another set's test split, written as NAME@tag."""
+def evaluate_run(name, root, results_dir, limit, prune, other=None, newest=False):
+    """Measure every checkpoint of run NAME (newest: only its newest) on its own test split, or on
+    other=(tag, npy folder): another set's test split, written as NAME@tag."""
     folder = os.path.join(root, name)
     record = read_json(os.path.join(folder, 'run.json'), f'no run {name} in {root}/ (python '
                        f'experiments/quality.py run {name} --minutes M first)')
@@ -323,9 +326,11 @@ def evaluate_run(name, root, results_dir, limit, prune, other=None):
     old = read_json(out_path, '') if os.path.exists(out_path) else None
     same = old and old['run']['start'] == record['start'] and old['test_set'] == test_set \
         and old['eval'] == settings
-    # Checkpoints deleted by --prune keep the numbers measured before.
-    on_disk = {os.path.basename(p) for p in found}
-    entries = [c for c in old['checkpoints'] if c['checkpoint'] not in on_disk and 'from_run' not in c] if same else []
+    # Checkpoints deleted by --prune, or left out by --newest, keep the numbers measured before.
+    if newest:
+        found = found[-1:]
+    measured = {os.path.basename(p) for p in found}
+    entries = [c for c in old['checkpoints'] if c['checkpoint'] not in measured and 'from_run' not in c] if same else []
     entries += inherited(record, results_dir, f'@{other[0]}' if other else '')
 
     telea = evaluate.telea(masked, masks)
@@ -382,11 +387,12 @@ def evaluate_run(name, root, results_dir, limit, prune, other=None):
     data.write_json(out_path, result)
     print(f'wrote {out_path}')
     if prune:
-        removed = [f for p in found[:-1] for f in glob.glob(f'{p}.*')]
+        older = checkpoints(backup_dir)[:-1]
+        removed = [f for p in older for f in glob.glob(f'{p}.*')]
         freed = sum(os.path.getsize(f) for f in removed)
         for f in removed:
             os.remove(f)
-        print(f'--prune: deleted {len(found) - 1} checkpoints ({freed / 1e9:.2f} GB); kept {found[-1]}')
+        print(f'--prune: deleted {len(older)} checkpoints ({freed / 1e9:.2f} GB); kept {found[-1]}')
 
 
 # --- report ---
@@ -578,7 +584,7 @@ def tables(results):
     return '\n'.join(lines) + '\n'
 
 
-def against(results, name):
+def against(results, name, tail_minutes=TAIL_MINUTES):
     """Markdown: every run at the checkpoint minutes of run NAME, with the difference to NAME."""
     reference = next((r for r in results if r['name'] == name), None)
     if reference is None:
@@ -606,16 +612,48 @@ def against(results, name):
                     change = value - ref['moving_averages'].get(key, math.nan)
                     cells.append(f'{value:.{digits}f} ({change:+.{digits}f})')
             lines.append(f'| {r["name"]} | {label(r)} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines) + '\n' + tail(results, reference, tail_minutes)
+
+
+def tail(results, reference, minutes):
+    """Markdown: each run's means over its checkpoints in the reference's last `minutes`, against the
+    reference's: one checkpoint's hole PSNR moves by a few tenths of a dB from save to save."""
+    end = reference['checkpoints'][-1]['minutes']
+    keys = measured(results)
+
+    def means_of(r):
+        chosen = [c['moving_averages'] for c in r['checkpoints']
+                  if end - minutes - 1e-6 <= c['minutes'] <= end + NEAR_MINUTES
+                  and all(key in c['moving_averages'] for key, _ in keys)]
+        return len(chosen), {key: np.mean([m[key] for m in chosen]) for key, _ in keys} if chosen else None
+
+    _, base = means_of(reference)
+    if base is None:
+        return ''
+    lines = ['', f'Means over the checkpoints from minute {end - minutes:.1f} to {end:.1f} (in brackets the '
+             f'difference to {reference["name"]}):', '',
+             '| run | checkpoints | ' + ' | '.join(title.split(',')[0] for _, title in keys) + ' |',
+             '|---|---:|' + '---:|' * len(keys)]
+    for r in [reference] + [r for r in results if r is not reference]:
+        count, values = means_of(r)
+        if values is None:
+            continue
+        cells = []
+        for key, _ in keys:
+            digits = 2 if key in ('hole_psnr', 'hole_l1') else 3
+            change = '' if r is reference else f' ({values[key] - base[key]:+.{digits}f})'
+            cells.append(f'{values[key]:.{digits}f}{change}')
+        lines.append(f'| {r["name"]} | {count} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'
 
 
-def report(names, results_dir, png, reference=None):
+def report(names, results_dir, png, reference=None, tail_minutes=TAIL_MINUTES):
     paths = ([os.path.join(results_dir, f'{n}.json') for n in names] if names
              else sorted(glob.glob(os.path.join(results_dir, '*.json'))))
     if not paths:
         raise errors.UserError(f'no results in {results_dir}/: run python experiments/quality.py eval NAME first')
     results = [read_json(p, 'run python experiments/quality.py eval NAME first') for p in paths]
-    text = tables(results) + (against(results, reference) if reference else '')
+    text = tables(results) + (against(results, reference, tail_minutes) if reference else '')
     draw(results, png)
     # The tables are named after the picture, so two reports (say quality.png, settings.png) can coexist.
     out = os.path.join(results_dir, f'{os.path.splitext(os.path.basename(png))[0]}.md')
@@ -651,6 +689,8 @@ def main(argv):
     measure_runs.add_argument('names', nargs='+', metavar='NAME')
     measure_runs.add_argument('--images', type=int, metavar='N',
                               help='only the first N test images (same holes as test.py); default all')
+    measure_runs.add_argument('--newest', action='store_true',
+                              help='only the newest checkpoint of each run (the others keep their earlier numbers)')
     measure_runs.add_argument('--prune', action='store_true',
                               help='then delete all but the newest checkpoint of each run')
     measure_runs.add_argument('--on', metavar='TAG=FOLDER',
@@ -661,7 +701,10 @@ def main(argv):
     draw_runs.add_argument('--png', default=PNG_PATH,
                            help=f'the curves (default {shown_path(PNG_PATH)}); the tables go to RESULTS/<its name>.md')
     draw_runs.add_argument('--against', metavar='NAME',
-                           help='also tabulate every run at the checkpoint minutes of run NAME, with the differences')
+                           help='also tabulate every run at the checkpoint minutes of run NAME, with the differences, '
+                                'and their means over the last --tail minutes of NAME')
+    draw_runs.add_argument('--tail', type=float, default=TAIL_MINUTES, metavar='MINUTES',
+                           help=f'with --against: the last minutes averaged (default {TAIL_MINUTES:g})')
     args, rest = parser.parse_known_args(argv)
     root, results_dir = os.path.abspath(args.root), os.path.abspath(args.results)
     if args.command == 'prepare':
@@ -680,9 +723,11 @@ def main(argv):
                 raise errors.UserError(f'--on {args.on}: expected TAG=FOLDER, e.g. --on celeba=experiments/runs/celeba/npy')
             other = (tag, os.path.abspath(npy))
         for name in args.names:
-            evaluate_run(name, root, results_dir, args.images, args.prune, other)
+            evaluate_run(name, root, results_dir, args.images, args.prune, other, args.newest)
         return 0
-    report(args.names, results_dir, os.path.abspath(args.png), args.against)
+    if args.tail < 0:
+        raise errors.UserError(f'--tail {args.tail:g}: need 0 or more minutes')
+    report(args.names, results_dir, os.path.abspath(args.png), args.against, args.tail)
     return 0
 
 

@@ -55,6 +55,14 @@ def test_run_eval_report_cycle(npy_root, tmp_path):
     for method in ('mean-pixel fill', 'OpenCV Telea'):
         assert all(math.isfinite(result['baselines'][method][k]) for k in METRICS[:4])
 
+    newest = run_script(QUALITY, 'eval', 'a', '--newest', *folders)
+    assert newest.returncode == 0, newest.stdout + newest.stderr
+    assert 'a: 1 checkpoints' in newest.stdout and 'latest-6' in newest.stdout and 'latest-3' not in newest.stdout
+    again = json.loads((tmp_path / 'a.json').read_text())['checkpoints']
+    assert again[0] == result['checkpoints'][0]  # latest-3 keeps the numbers measured before
+    assert again[1]['checkpoint'] == 'latest-6'
+    assert again[1]['moving_averages'] == pytest.approx(result['checkpoints'][1]['moving_averages'], abs=1e-6)
+
     png = tmp_path / 'quality.png'
     report = run_script(QUALITY, 'report', *folders, f'--png={png}')
     assert report.returncode == 0, report.stdout + report.stderr
@@ -92,6 +100,11 @@ def test_run_eval_report_cycle(npy_root, tmp_path):
     assert 'hole PSNR (dB) at about equal minutes' in table and settings_png.stat().st_size > 10_000
     row = next(line for line in table.splitlines() if line.startswith('| c | ') and '(+0.00)' in line)
     assert f'{first_c["moving_averages"]["hole_psnr"]:.2f} (+0.00)' in row
+    # Both runs end within --tail's 8 minutes of a's end, so every checkpoint is in the means.
+    assert 'Means over the checkpoints from minute' in table
+    mean_a, mean_c = (sum(c['moving_averages']['hole_psnr'] for c in r['checkpoints']) / 2 for r in (result, result_c))
+    assert f'| a | 2 | {mean_a:.2f} |' in table
+    assert f'| c | 2 | {mean_c:.2f} ({mean_c - mean_a:+.2f}) |' in table
     refused = run_script(QUALITY, 'report', 'a', 'c', *folders, f'--png={settings_png}', '--against', 'b')
     assert refused.returncode == 2 and '--against b: not among the runs' in refused.stderr, refused.stderr
 
