@@ -5,8 +5,13 @@
     python docs/app_screenshot.py                        # the model in backup/ -> docs/app.png
     python docs/app_screenshot.py --BACKUP_DIR=runs/a/backup --out /tmp/page.png
 
-The committed picture used a stand-in model (no model trained on real faces existed yet),
-about 11 minutes on a shared 2-core CPU:
+The committed picture used the 64x64 UTKFace models of QUALITY.md's study ("Do the
+discriminators help?"): run adv-64-a1e4's backup, whose pretrained checkpoint is phase 1 at
+minute 37.6 and whose newest is 20 minutes of the default adversarial setting after it:
+
+    python docs/app_screenshot.py --BACKUP_DIR=/work/runs/utk64/adv-64-a1e4/backup
+
+Without real faces, a stand-in from the synthetic demo set (about 11 minutes on 2 cores):
 
     S="--IMAGE_SIZE=64 --LOCAL_SIZE=32 --HOLE_MIN=12 --HOLE_MAX=24"; R=experiments/runs/app
     D="--NPY_DIR=$R/npy --BACKUP_DIR=$R/backup --OUTPUT_DIR=$R/output"

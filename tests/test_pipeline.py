@@ -355,6 +355,13 @@ def test_train_runs_all_phases_and_resumes(tmp_path):
     assert shown == {9 * epoch: (out / f'epoch_{epoch:04d}.png').read_bytes() for epoch in (1, 2, 3, 4)}
     saved = json.loads((backup / 'config.json').read_text())
     assert saved['IMAGE_SIZE'] == 32 and saved['MAX_EPOCH'] == 4
+    # The stop rule: the first phase-3 epoch whose mean d_loss is below STOP_LOSS ends the run, for good.
+    stopped = run_script('train.py', *args, '--MAX_EPOCH=9', '--STOP_LOSS=50')
+    assert stopped.returncode == 0, stopped.stderr
+    d_loss = float((tmp_path / 'output' / 'loss.csv').read_text().splitlines()[-1].split(',')[5])
+    assert f'stopped: d_loss {d_loss:.3g} < STOP_LOSS=50' in stopped.stdout and 'epoch 6' not in stopped.stdout
+    again = run_script('train.py', *args, '--MAX_EPOCH=9', '--STOP_LOSS=50')
+    assert again.returncode == 0 and 'already met its stop rule (epoch 5)' in again.stdout, again.stdout
     # Architecture settings must match the backup.
     clash = run_script('train.py', *args, '--MAX_EPOCH=5', '--MASK_CHANNEL=False')
     assert clash.returncode == 2 and 'MASK_CHANNEL' in clash.stderr and '--fresh' in clash.stderr
