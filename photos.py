@@ -235,6 +235,11 @@ def box_mask(text, shape):
     if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > width or y + h > height:
         raise UserError(f'--box {text} does not fit the {width}x{height} image: need w, h > 0, '
                         f'x + w <= {width} and y + h <= {height}')
+    return rectangle(x, y, w, h, shape)
+
+
+def rectangle(x, y, w, h, shape):
+    """bool [H,W] with the w x h rectangle at (x, y) set."""
     hole = np.zeros(shape[:2], bool)
     hole[y:y + h, x:x + w] = True
     return hole

@@ -36,8 +36,7 @@ HOLES = {'left eye': (0.24, 0.34, 0.24, 0.17), 'nose': (0.42, 0.44, 0.2, 0.22),
 
 def holes(size):
     """One boolean [size,size] mask per row of HOLES."""
-    return np.stack([photos.box_mask(','.join(str(round(v * size)) for v in box), (size, size))
-                     for box in HOLES.values()])
+    return np.stack([photos.rectangle(*(round(v * size) for v in box), (size, size)) for box in HOLES.values()])
 
 
 def main(argv):

@@ -483,6 +483,11 @@ def draw(results, png):
     plots.save_figure(fig, png, dpi=100)
 
 
+def shown_digits(key):
+    """Decimals a metric is tabulated with: dB and gray levels 2, ratios and distances 3."""
+    return 2 if key in ('hole_psnr', 'hole_l1') else 3
+
+
 def nearest(result, minute):
     """The checkpoint of a run closest to minute, if within NEAR_MINUTES; else None."""
     c = min(result['checkpoints'], key=lambda c: abs(c['minutes'] - minute))
@@ -598,7 +603,7 @@ def against(results, name, tail_minutes=TAIL_MINUTES):
                   f'{NEAR_MINUTES:g} minutes; in brackets the difference to {name}):', '',
                   '| run | settings | ' + ' | '.join(f'{c["minutes"]:.1f} min' for c in columns) + ' |',
                   '|---|---|' + '---:|' * len(columns)]
-        digits = 2 if key in ('hole_psnr', 'hole_l1') else 3
+        digits = shown_digits(key)
         lines.append(f'| {name} | {label(reference)} | '
                      + ' | '.join(f'{c["moving_averages"].get(key, math.nan):.{digits}f}' for c in columns) + ' |')
         for r in others:
@@ -640,7 +645,7 @@ def tail(results, reference, minutes):
             continue
         cells = []
         for key, _ in keys:
-            digits = 2 if key in ('hole_psnr', 'hole_l1') else 3
+            digits = shown_digits(key)
             change = '' if r is reference else f' ({values[key] - base[key]:+.{digits}f})'
             cells.append(f'{values[key]:.{digits}f}{change}')
         lines.append(f'| {r["name"]} | {count} | ' + ' | '.join(cells) + ' |')
