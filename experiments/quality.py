@@ -113,10 +113,13 @@ def machine():
         with open('/proc/cpuinfo') as f:
             names = [line.split(':', 1)[1].strip() for line in f if line.startswith('model name')]
         cpu = names[0] if names else cpu
-    try:
-        tf_version = importlib.metadata.version('tensorflow')
-    except importlib.metadata.PackageNotFoundError:
-        tf_version = 'unknown'
+    tf_version = 'unknown'
+    for package in ('tensorflow', 'tensorflow-cpu'):  # requirements-cpu.txt installs the second
+        try:
+            tf_version = importlib.metadata.version(package)
+            break
+        except importlib.metadata.PackageNotFoundError:
+            pass
     return {'cpu': cpu, 'cores': os.cpu_count(), 'system': platform.platform(),
             'python': platform.python_version(), 'tensorflow': tf_version}
 

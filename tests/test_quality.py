@@ -5,6 +5,7 @@ import math
 import os
 
 import pytest
+import tensorflow as tf
 
 import cli  # noqa: F401  quiets TensorFlow logs as the scripts do
 import errors
@@ -37,6 +38,7 @@ def test_run_eval_report_cycle(npy_root, tmp_path):
     record = json.loads((npy_root / 'a' / 'run.json').read_text())
     assert record['stopped'] == 'finished' and record['exit_status'] == 0
     assert record['overrides']['MAX_EPOCH'] == 2 and record['machine']['cores'] >= 1
+    assert record['machine']['tensorflow'] == tf.__version__  # also when tensorflow-cpu is installed
     kept = sorted(p.name[:-len('.index')] for p in (npy_root / 'a' / 'backup').glob('latest-*.index'))
     assert kept == ['latest-3', 'latest-6'] and sorted(record['checkpoints']) == kept
     assert 0 < record['checkpoints']['latest-3'] < record['checkpoints']['latest-6'] <= record['wall_minutes']
