@@ -5,7 +5,6 @@ import math
 import os
 
 import pytest
-import tensorflow as tf
 
 import cli  # noqa: F401  quiets TensorFlow logs as the scripts do
 import errors
@@ -30,6 +29,7 @@ def npy_root(tmp_path_factory):
 
 
 def test_run_eval_report_cycle(npy_root, tmp_path):
+    import tensorflow as tf  # after cli, which quiets its logs
     folders = [f'--root={npy_root}', f'--results={tmp_path}']
     # 3 steps an epoch: one epoch of phase 1, none of phase 2, one of phase 3; MAX_EPOCH ends the run.
     run = run_script(QUALITY, 'run', 'a', '--minutes', '5', '--every', '5', *folders,
