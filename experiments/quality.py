@@ -113,13 +113,9 @@ def machine():
         with open('/proc/cpuinfo') as f:
             names = [line.split(':', 1)[1].strip() for line in f if line.startswith('model name')]
         cpu = names[0] if names else cpu
-    tf_version = 'unknown'
-    for package in ('tensorflow', 'tensorflow-cpu'):  # requirements-cpu.txt installs the second
-        try:
-            tf_version = importlib.metadata.version(package)
-            break
-        except importlib.metadata.PackageNotFoundError:
-            pass
+    # whichever distribution provides the module (tensorflow, tensorflow-cpu, ...), without importing it here
+    providers = importlib.metadata.packages_distributions().get('tensorflow', [])
+    tf_version = importlib.metadata.version(providers[0]) if providers else 'unknown'
     return {'cpu': cpu, 'cores': os.cpu_count(), 'system': platform.platform(),
             'python': platform.python_version(), 'tensorflow': tf_version}
 
