@@ -3,6 +3,7 @@ import importlib.abc
 import importlib.util
 import os
 import re
+import signal
 import sys
 import tempfile
 
@@ -69,6 +70,9 @@ sys.meta_path.insert(0, QuietLoad())
 
 def run(main):
     """Call main(argv) and turn user mistakes into one line on stderr and exit status 2."""
+    # A shell without job control starts `cmd &` with SIGINT ignored, and Python then has no
+    # KeyboardInterrupt: Ctrl-C (or kill -INT) must still stop every script cleanly.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         status = main(sys.argv[1:])
     except (UserError, config.ConfigError) as error:

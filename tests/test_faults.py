@@ -723,8 +723,10 @@ def test_to_npy_unreadable_file_skipped_and_listed(tmp_path):
         {'secret.png': 'Permission denied'}
 
 
-def test_to_npy_ctrl_c_while_decoding_exits_cleanly(tmp_path):
-    """Ctrl-C reaches the whole process group (the pool workers too)."""
+@pytest.mark.parametrize('inherited', [signal.SIG_DFL, signal.SIG_IGN], ids=['sigint-default', 'sigint-ignored'])
+def test_to_npy_ctrl_c_while_decoding_exits_cleanly(tmp_path, inherited):
+    """Ctrl-C reaches the whole process group (the pool workers too), also when started as a
+    shell script's `cmd &`, which inherits SIGINT ignored."""
     src = tmp_path / 'photos'
     src.mkdir()
     write_image(src / 'face.png', face(0, 128))
@@ -732,7 +734,7 @@ def test_to_npy_ctrl_c_while_decoding_exits_cleanly(tmp_path):
         os.link(src / 'face.png', src / f'face{i}.png')
     npy = tmp_path / 'npy'
     proc = Proc(['to_npy.py', f'--src={src}', *SIZE, f'--NPY_DIR={npy}'], tmp_path, 'to_npy_decode',
-                start_new_session=True)
+                start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, inherited))
     try:
         wait_for(lambda: re.search(r'decoding:.*\| *[1-9]\d*/', proc.stderr()), proc, 60, 'decoding')
         os.killpg(proc.pid, signal.SIGINT)
