@@ -223,8 +223,8 @@ def run(name, minutes, every, root, argv, source=None):
                 reason = 'interrupted' if requested else 'budget'
                 stop_time = now
                 print(f'stopping train.py ({reason}): it finishes its step and saves...', flush=True)
-                # SIGTERM, not SIGINT: a shell's background job starts with SIGINT ignored, so a
-                # SIGINT before train.py sets its handler would be lost and the run go on.
+                # SIGTERM, not SIGINT: a budget stop is a normal end (train.py exits 0 on it;
+                # SIGINT is the user's Ctrl-C and exits 130).
                 process.send_signal(signal.SIGTERM)
             elif reason in ('budget', 'interrupted') and now - stop_time > STOP_GRACE:
                 reason = 'killed'
