@@ -2,12 +2,22 @@
 import importlib.abc
 import importlib.util
 import os
+import platform
 import re
 import signal
 import sys
 import tempfile
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # hide TensorFlow's C++ info lines
+
+# Training differentiates dilated convolutions. On x86, TensorFlow turns oneDNN on by default only
+# on CPUs with AVX-512-class features; without it the CPU has no native gradient for them and
+# layer.dilated_conv falls back to space-to-batch, 4x slower on an AVX2 CPU than oneDNN's.
+# Inference keeps TensorFlow's default: oneDNN made one photo slower there (BENCHMARKS.md).
+ONEDNN_SCRIPTS = ('train.py', 'bench.py')
+if (os.path.basename(sys.argv[0] if sys.argv else '') in ONEDNN_SCRIPTS
+        and platform.machine().lower() in ('x86_64', 'amd64')):
+    os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')  # unless the user chose
 
 import config  # noqa: E402
 from errors import UserError  # noqa: E402

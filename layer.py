@@ -4,6 +4,9 @@ Every helper takes an explicit `name` and creates its variables with
 `tf.compat.v1.get_variable` under that scope, so the graph reads like the
 paper's Table 1 and checkpoints name each layer.
 """
+import functools
+
+import numpy as np
 import tensorflow as tf
 
 tf1 = tf.compat.v1
@@ -17,21 +20,48 @@ def _bias(channels):
     return tf1.get_variable('b', [channels], initializer=tf1.zeros_initializer())
 
 
-def conv(x, channels, kernel, stride, name, rate=1, bias=True):
-    """Convolution with 'SAME' padding; `rate` > 1 makes it dilated.
+def conv(x, channels, kernel, stride, name, bias=True):
+    """Convolution with 'SAME' padding.
 
-    Args: x [B,H,W,C]; channels out; kernel side; stride; dilation rate.
+    Args: x [B,H,W,C]; channels out; kernel side; stride.
     Returns: [B,ceil(H/stride),ceil(W/stride),channels].
     """
     with tf1.variable_scope(name):
         w = _weights([kernel, kernel, x.shape[-1], channels])
-        y = tf.nn.conv2d(x, w, strides=stride, padding='SAME', dilations=rate)
+        y = tf.nn.conv2d(x, w, strides=stride, padding='SAME')
         return tf.nn.bias_add(y, _bias(channels)) if bias else y
 
 
-def dilated_conv(x, channels, kernel, rate, name, bias=True):
-    """Dilated (atrous) 3x3-style convolution, stride 1. Returns [B,H,W,channels]."""
-    return conv(x, channels, kernel, 1, name, rate=rate, bias=bias)
+def dilated_conv(x, channels, kernel, rate, name, bias=True, gradient=True):
+    """Dilated (atrous) convolution, stride 1, 'SAME' padding. Returns [B,H,W,channels].
+
+    Native (cuDNN on a GPU, oneDNN on a CPU) where TensorFlow can also differentiate it.
+    TensorFlow's own CPU kernels have no gradient for a dilated conv2d, so a graph that
+    trains there (`gradient`) computes it by space-to-batch instead: the same result, the
+    same variables, so a checkpoint from either path restores into the other.
+    """
+    with tf1.variable_scope(name):
+        w = _weights([kernel, kernel, x.shape[-1], channels])
+        if gradient and dilation_path() == 'space-to-batch':
+            y = tf.nn.atrous_conv2d(x, w, rate, padding='SAME')
+        else:
+            y = tf.nn.conv2d(x, w, strides=1, padding='SAME', dilations=rate)
+        return tf.nn.bias_add(y, _bias(channels)) if bias else y
+
+
+@functools.lru_cache(maxsize=None)
+def dilation_path():
+    """'native' if the running TensorFlow differentiates a dilated conv2d on its default
+    device, else 'space-to-batch' (tried once, on a 4x4 image, in a graph of its own)."""
+    with tf.Graph().as_default():
+        x = tf1.placeholder(tf.float32, [1, 4, 4, 1])
+        y = tf.nn.conv2d(x, tf.ones([3, 3, 1, 1]), strides=1, padding='SAME', dilations=2)
+        with tf1.Session() as sess:
+            try:
+                sess.run(tf.gradients(y, x), {x: np.ones([1, 4, 4, 1], np.float32)})
+            except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
+                return 'space-to-batch'
+    return 'native'
 
 
 def deconv(x, channels, kernel, stride, name, bias=True):

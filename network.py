@@ -83,7 +83,7 @@ def generator(x, training, stats=None):
             if kind == 'conv':
                 x = layer.conv(x, channels, kernel, arg, name, bias=last)
             elif kind == 'dilated':
-                x = layer.dilated_conv(x, channels, kernel, arg, name, bias=False)
+                x = layer.dilated_conv(x, channels, kernel, arg, name, bias=False, gradient=training)
             else:
                 x = layer.deconv(x, channels, kernel, arg, name, bias=False)
             x = tf.nn.tanh(x) if last else _bn_relu(x, training, f'{name}_bn', stats)
@@ -431,8 +431,16 @@ def make_session():
 
 
 def device_name():
+    """The device train.py and test.py run on, for their first line."""
     gpus = tf.config.list_physical_devices('GPU')
     if gpus:
         details = tf.config.experimental.get_device_details(gpus[0])
         return f"GPU {details.get('device_name', gpus[0].name)}"
-    return f'CPU ({os.cpu_count()} cores; no GPU visible to TensorFlow)'
+    onednn = 'on' if onednn_enabled() else 'off'
+    return f'CPU ({os.cpu_count()} cores, oneDNN {onednn}; no GPU visible to TensorFlow)'
+
+
+def onednn_enabled():
+    """Whether TensorFlow runs its CPU ops through oneDNN (TF_ENABLE_ONEDNN_OPTS, or its CPU default)."""
+    from tensorflow.python.util import _pywrap_util_port  # TensorFlow's own answer; no public API
+    return bool(_pywrap_util_port.IsMklEnabled())
