@@ -54,6 +54,7 @@ import threading
 import time
 import types
 from dataclasses import dataclass
+from unittest import mock
 
 import numpy as np
 import tensorflow as tf
@@ -77,6 +78,8 @@ MATMUL_SIDE = 4096  # side of the square float32 matrices of the ceiling matmul
 TO_NPY_IMAGES = 5000  # images to_npy.py converts in section 9
 DEMO_IMAGES = 64  # synthetic faces for train.py in section 10
 TIMEOUT = 900  # seconds a child process may take before it is killed
+# The CPU's vector units that decide TensorFlow's speed (and whether it turns oneDNN on): name, /proc/cpuinfo flag.
+VECTOR_FEATURES = (('AVX2', 'avx2'), ('AVX-512', 'avx512f'), ('AVX512_BF16', 'avx512_bf16'), ('AMX', 'amx_tile'))
 
 
 @dataclass
@@ -102,6 +105,7 @@ TARGETS = {
     'to_npy.ips': ('>=', 1000.0),
     'startup.seconds': ('<=', 30.0),
     'infer.one.ms': ('<=', 50.0), 'infer.bf16.one.ms': ('<=', 50.0),
+    'infer.one.ratio': ('<=', 1.5),
 }
 
 
@@ -441,6 +445,28 @@ def training(args, ctx):
                  Row(5, f'outside.{phase}', f'phase {phase}: time outside session.run', 100 * outside, '%',
                      f'batch gather + flip, holes, loss checks, tqdm, log every LOG_EVERY={config.LOG_EVERY} '
                      f'(here once per {args.steps} steps)')]
+    return rows + dilation_paths(args, ctx)
+
+
+def dilation_paths(args, ctx):
+    """A phase-1 step with the dilated convolutions native and by space-to-batch (layer.dilated_conv)."""
+    rows, usable = [], layer.dilation_path()
+    for path in ('native', 'space-to-batch'):
+        note = 'the path train.py takes here' if path == usable else 'forced'
+        if path == usable:
+            seconds = speed(args, ctx, 1)[0]
+        elif path == 'native':
+            rows.append(Row(3, 'train.path.native', 'phase-1 step, dilated convolutions native', None, 's',
+                            'no native gradient in this TensorFlow on this device (oneDNN off)'))
+            continue
+        else:
+            progress(f'timing phase 1 with dilated convolutions {path}')
+            with mock.patch.object(layer, 'dilation_path', lambda: path):
+                model, sess = build_model()
+            seconds = epoch_speed(args, ctx, model, sess, 1)[0]
+            sess.close()
+        rows.append(Row(3, f'train.path.{path}', f'phase-1 step, dilated convolutions {path}', seconds, 's',
+                        f'{config.BATCH_SIZE / seconds:.2f} images/s; {note}'))
     return rows
 
 
@@ -549,6 +575,9 @@ def inference(args, ctx):
              Row(6, 'infer.floor.ms', f'float32 floor, 1 image {size}x{size}', 1000 * g_flops / ctx['ceiling'],
                  'ms', f'{g_flops / 1e9:.1f} GFLOP (layer table) at the {ctx["ceiling"] / 1e9:.0f} GFLOP/s '
                  f'of section 1')]
+    one, batch = (next(r.value for r in rows if r.key == key) for key in ('infer.one.ms', 'infer.batch.ms'))
+    rows.append(Row(6, 'infer.one.ratio', 'one image against a batch\'s time per image, float32',
+                    one / (batch / config.BATCH_SIZE), 'x', f'{one:.0f} ms against {batch:.0f} ms / {config.BATCH_SIZE}'))
     model, sess = main_model(ctx)
     images, masks, _ = random_batch(np.random.RandomState(config.SEED), 1, size)
     seconds = median_seconds(lambda: model.complete(sess, images, masks), args.steps, args.warmup)
@@ -809,7 +838,9 @@ def machine():
         with open('/proc/cpuinfo') as f:
             fields = dict(line.split(':', 1) for line in f.read().split('\n\n')[0].splitlines() if ':' in line)
         fields = {k.strip(): v.strip() for k, v in fields.items()}
-        vector = 'AVX-512' if 'avx512f' in fields.get('flags', '').split() else 'no AVX-512'
+        flags = fields.get('flags', '').split()
+        features = [name for name, flag in VECTOR_FEATURES if flag in flags]
+        vector = ', '.join(features) or 'none of ' + '/'.join(name for name, _ in VECTOR_FEATURES)
         cpu = (f'{fields.get("model name", cpu)} (family {fields.get("cpu family", "?")}, '
                f'model {fields.get("model", "?")}, {vector})')
     return {'cpu': cpu, 'cores': os.cpu_count(), 'device': network.device_name(),
