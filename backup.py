@@ -22,6 +22,7 @@ from errors import UserError
 tf1 = tf.compat.v1
 LATEST, PRETRAINED = 'latest', 'pretrained'
 RUN_OUTPUTS = ('loss.csv', 'loss.png', 'logs')  # with epoch_NNNN.png: a run's files in OUTPUT_DIR
+NEWER_KEYS = {'WIDTH': 1}  # settings newer than some config.json files: the value those runs had
 
 
 def _path(name):
@@ -99,7 +100,7 @@ def read_run_config(directory=None):
     if not isinstance(saved, dict):
         raise UserError(f'{path} holds a {type(saved).__name__}, not the settings of a run; restore it '
                         f'or start over with --fresh')
-    return saved
+    return {**NEWER_KEYS, **saved}
 
 
 def write_run_config():

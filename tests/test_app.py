@@ -31,7 +31,6 @@ _spec = importlib.util.spec_from_file_location('app_screenshot',
 page = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(page)
 
-TINY = ['--IMAGE_SIZE=32', '--LOCAL_SIZE=16', '--HOLE_MIN=4', '--HOLE_MAX=10', '--BATCH_SIZE=8']
 HAVE_GRADIO = importlib.util.find_spec('gradio') is not None
 HAVE_BROWSER = (importlib.util.find_spec('selenium') is not None
                 and os.path.exists(page.CHROMIUM) and os.path.exists(page.CHROMEDRIVER))

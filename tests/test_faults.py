@@ -4,9 +4,8 @@ Each test runs the real scripts (train.py, to_npy.py, test.py) in subprocesses o
 CPU at 32x32 and then hurts them: kill -9 at chosen and random moments, Ctrl-C and
 SIGTERM, damaged checkpoints, a second trainer on the same backup/, a NaN loss, a full
 disk, bad photos and bad inputs. Every run uses its own temporary NPY_DIR, BACKUP_DIR and
-OUTPUT_DIR. A checkpoint at this size is ~270 MB (the discriminators' 5x5 convolutions
-plus Adam's two slots), so backups are cloned with hard links, which is safe because
-TensorFlow and backup.py only ever replace files (write + rename), never edit them.
+OUTPUT_DIR. Backups are cloned with hard links, which is safe because TensorFlow and
+backup.py only ever replace files (write + rename), never edit them.
 
 Run with -s to see what each kill hit and what it lost.
 """
@@ -32,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 ENV = {**os.environ, 'PYTHONUNBUFFERED': '1', 'TF_CPP_MIN_LOG_LEVEL': '3'}
 SIZE = ['--IMAGE_SIZE=32', '--LOCAL_SIZE=16', '--HOLE_MIN=4', '--HOLE_MAX=10']
-TRAIN = [*SIZE, '--BATCH_SIZE=8', '--BN_RECALIBRATE_BATCHES=2']
+TRAIN = [*SIZE, '--BATCH_SIZE=8', '--WIDTH=8', '--BN_RECALIBRATE_BATCHES=2']
 DEMO_IMAGES = 60  # -> 57 training images
 STEPS = 57 // 8  # steps per epoch at BATCH_SIZE=8
 SEED = int(os.environ.get('GLCIC_FAULT_SEED', '20250101'))  # timings of the random kills
@@ -380,10 +379,10 @@ DAMAGE = {  # case: (files copied so they can be damaged, the damage, words the 
     'index cut short': (['latest-14.index'], lambda b: truncate(b / 'latest-14.index', 3000),
                         ['latest-14.index'], 'latest-7'),
     'data cut short': (['latest-14.data-00000-of-00001'],
-                       lambda b: truncate(b / 'latest-14.data-00000-of-00001', 100_000_000),
+                       lambda b: truncate(b / 'latest-14.data-00000-of-00001', share=0.4),
                        ['latest-14.data-00000-of-00001'], 'latest-7'),
     'data bytes flipped': (['latest-14.data-00000-of-00001'],
-                           lambda b: flip(b / 'latest-14.data-00000-of-00001', 150_000_000),
+                           lambda b: flip(b / 'latest-14.data-00000-of-00001', 0.55),
                            ['latest-14.data-00000-of-00001'], 'latest-7'),
     'checkpoint points at missing files': ([], lambda b: [p.unlink() for p in b.glob('latest-14.*')],
                                            ['checkpoint', 'latest-14'], 'latest-7'),
@@ -395,12 +394,16 @@ DAMAGE = {  # case: (files copied so they can be damaged, the damage, words the 
 }
 
 
-def truncate(path, size):
+def truncate(path, size=None, share=None):
+    """Keep the first `size` bytes of path, or that `share` of them."""
+    size = int(path.stat().st_size * share) if share else size
     assert path.stat().st_size > size
     os.truncate(path, size)
 
 
-def flip(path, offset):
+def flip(path, share):
+    """Invert the byte at `share` of path's length."""
+    offset = int(path.stat().st_size * share)
     with open(path, 'r+b') as f:
         f.seek(offset)
         byte = f.read(1)
@@ -496,10 +499,10 @@ def can_mount_tmpfs(tmp_path):
 def test_full_disk_while_saving_keeps_the_good_checkpoint(trained, npy_dir, tmp_path):
     """The disk fills up in the middle of writing a checkpoint.
 
-    Preferred: a real tmpfs in a private mount namespace, only 64 MB larger than the good
-    checkpoint, so the kernel answers ENOSPC part-way through the new ~270 MB data file.
-    Where mounting is not allowed: RLIMIT_FSIZE of 64 MB, where the kernel answers EFBIG
-    at the same point of the same write() calls. Either way TensorFlow's writer hits a real
+    Preferred: a real tmpfs in a private mount namespace, larger than the good checkpoint by
+    half its data file, so the kernel answers ENOSPC part-way through the new data file.
+    Where mounting is not allowed: RLIMIT_FSIZE of half the data file, where the kernel
+    answers EFBIG at the same point of the same write() calls. Either way TensorFlow's writer hits a real
     failing write, not a mock.
     """
     good = clone_backup(trained, tmp_path / 'good')
@@ -514,12 +517,13 @@ def test_full_disk_while_saving_keeps_the_good_checkpoint(trained, npy_dir, tmp_
     train = ['train.py', *TRAIN, *dirs(npy_dir, backup, tmp_path / 'output'), '--PRETRAIN_EPOCH=1',
              '--D_EPOCH=1', '--MAX_EPOCH=5', '--SAVE_MINUTES=0.0001']
     used = sum(p.stat().st_size for p in good.iterdir())
+    half = (good / 'latest-14.data-00000-of-00001').stat().st_size // 2
     if can_mount_tmpfs(tmp_path):
         how = 'tmpfs'
         script = ('mount -t tmpfs -o size=$1 tmpfs "$2" && cp -a "$3"/. "$2"/ || exit 99; '
                   'shift 4; "$@"; rc=$?; cp -a "$B"/. "$A"/; exit $rc')
         result = subprocess.run(['unshare', '--mount', 'sh', '-c', f'B="$2"; A="$4"; {script}', 'sh',
-                                 str(used + 64 * 2**20), str(backup), str(good), str(after), PY, *train],
+                                 str(used + half), str(backup), str(good), str(after), PY, *train],
                                 cwd=REPO, env=ENV, capture_output=True, text=True, timeout=180)
         assert result.returncode != 99, result.stderr
     else:
@@ -527,7 +531,7 @@ def test_full_disk_while_saving_keeps_the_good_checkpoint(trained, npy_dir, tmp_
         shutil.copytree(good, backup, dirs_exist_ok=True, copy_function=os.link)
 
         def limit():
-            resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 2**20, 64 * 2**20))
+            resource.setrlimit(resource.RLIMIT_FSIZE, (half, half))
         result = subprocess.run([PY, *train], cwd=REPO, env=ENV, capture_output=True, text=True,
                                 timeout=180, preexec_fn=limit, restore_signals=False)
         after = backup

@@ -34,7 +34,6 @@ _spec = importlib.util.spec_from_file_location('glcic_test_script', os.path.join
 script = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(script)
 
-TINY = ['--IMAGE_SIZE=32', '--LOCAL_SIZE=16', '--HOLE_MIN=4', '--HOLE_MAX=10', '--BATCH_SIZE=8']
 MAIN_ROWS = ['mean-pixel fill', 'OpenCV Telea', 'completion only', 'completion only + blending',
              'completion + discriminator', 'completion + discriminator + blending']
 TEST_IMAGES = 12  # two grids: 8 rows and 4
