@@ -352,10 +352,10 @@ def test_to_npy_empty_folder_is_one_line(tmp_path):
 # --- train.py ---
 
 def test_train_without_data_is_one_line(tmp_path):
-    result = run_script('train.py', *tiny_args(tmp_path))
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith('error: ')
-    assert 'x_train.npy not found' in result.stderr and 'Traceback' not in result.stderr
+    import train
+    with pytest.raises(errors.UserError, match='x_train.npy not found') as error:
+        train.main(tiny_args(tmp_path))
+    assert '\n' not in str(error.value)
 
 
 def test_train_runs_all_phases_and_resumes(tmp_path):
