@@ -1,9 +1,9 @@
 """Everything in BACKUP_DIR: checkpoints, the run's config.json and the lock.
 
 Checkpoints are `latest-<step>` (the Saver keeps the newest KEEP_CHECKPOINTS + 1)
-and `pretrained` (end of phase 1; hard links to the files of the `latest` save it equals). TensorFlow writes each one under a temporary
-name and only then points the `checkpoint` file at it, so a crash mid-save
-leaves the previous save in charge.
+and `pretrained` (end of phase 1: hard links to the `latest` save it equals).
+TensorFlow writes each one under a temporary name and only then points the
+`checkpoint` file at it, so a crash mid-save leaves the previous save in charge.
 """
 import datetime
 import glob
