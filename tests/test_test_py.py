@@ -187,6 +187,13 @@ def test_blending_removes_a_colour_offset():
 
 # --- the test set ---
 
+@pytest.fixture
+def without_dlib(monkeypatch):
+    """test.py as where dlib is missing: no identity column (its embeddings take most of the time
+    of a test-set run; only the first test below needs them)."""
+    monkeypatch.setattr(evaluate.FaceIdentity, 'load', classmethod(lambda cls: None))
+
+
 def read_report(out_dir):
     with open(os.path.join(out_dir, 'test', 'metrics.json')) as f:
         return json.load(f)
@@ -232,8 +239,7 @@ def test_test_set_writes_grids_and_the_table(trained_run, tmp_path, capsys):
 
 
 def test_without_dlib_one_line_says_so_and_the_identity_column_is_left_out(trained_run, tmp_path, capsys,
-                                                                           monkeypatch):
-    monkeypatch.setattr(evaluate.FaceIdentity, 'load', classmethod(lambda cls: None))
+                                                                           without_dlib):
     out = tmp_path / 'out'
     assert script.main([f'--BACKUP_DIR={trained_run}/backup', f'--OUTPUT_DIR={out}', '--grids=0']) == 0
     notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith('note:')]
@@ -243,7 +249,7 @@ def test_without_dlib_one_line_says_so_and_the_identity_column_is_left_out(train
     assert all('identity' not in row for row in report['rows'])
 
 
-def test_test_set_numbers_are_the_metrics_of_the_fixed_holes(trained_run, tmp_path):
+def test_test_set_numbers_are_the_metrics_of_the_fixed_holes(trained_run, tmp_path, without_dlib):
     """Recompute two rows from scratch: same holes, same means, nothing else mixed in."""
     out = tmp_path / 'out'
     script.main([f'--BACKUP_DIR={trained_run}/backup', f'--OUTPUT_DIR={out}', '--grids=0'])
@@ -272,7 +278,7 @@ def test_the_ground_truth_in_the_hole_changes_nothing(nets):
         assert (first[name] == second[name]).all(), name
 
 
-def test_one_checkpoint_is_said_and_shown(trained_run, tmp_path, capsys):
+def test_one_checkpoint_is_said_and_shown(trained_run, tmp_path, capsys, without_dlib):
     only = tmp_path / 'backup'
     shutil.copytree(trained_run / 'backup', only, ignore=shutil.ignore_patterns('pretrained*'))
     out = tmp_path / 'out'
