@@ -310,6 +310,7 @@ def paint_layer(path, hole):
     return str(path)
 
 
+@pytest.mark.slow
 @needs_gradio
 def test_the_page_completes_through_its_api_and_downloads_are_exact(server, client, tmp_path):
     from gradio_client import handle_file
@@ -334,6 +335,7 @@ def test_the_page_completes_through_its_api_and_downloads_are_exact(server, clie
     assert f'{box.sum():,} px filled' in rectangle[-1]
 
 
+@pytest.mark.slow
 @needs_gradio
 def test_bad_uploads_get_a_message_and_the_server_keeps_running(server, client, uploads, tmp_path):
     from gradio_client import handle_file
@@ -358,6 +360,7 @@ def test_bad_uploads_get_a_message_and_the_server_keeps_running(server, client, 
     assert done[-1].endswith('ms in all.')
 
 
+@pytest.mark.slow
 @needs_gradio
 def test_the_server_listens_on_loopback_and_writes_only_in_its_folder(server, client, tmp_path):
     from gradio_client import handle_file

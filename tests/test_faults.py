@@ -365,6 +365,7 @@ def signal_and_wait(proc, signum):
     return time.monotonic() - start
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_and_exits_130_within_seconds(trained, npy_dir, tmp_path):
     backup = clone_backup(trained, tmp_path / 'backup')
     proc = Proc(['train.py', *TRAIN, *dirs(npy_dir, backup, tmp_path / 'output'),
@@ -446,6 +447,7 @@ def test_damaged_checkpoint_one_line_error_and_nothing_overwritten(trained, npy_
 
 # --- 4. two trainers, one backup/ ----------------------------------------------------
 
+@pytest.mark.slow
 def test_second_trainer_refused_then_sigterm_saves(trained, npy_dir, tmp_path):
     """While one train.py trains, a second on the same backup/ (even with --fresh) is refused;
     then SIGTERM (as from `kill` or a batch system) stops the first cleanly with exit 0."""

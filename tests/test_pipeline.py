@@ -358,6 +358,7 @@ def test_train_without_data_is_one_line(tmp_path):
     assert '\n' not in str(error.value)
 
 
+@pytest.mark.slow
 def test_train_runs_all_phases_and_resumes(tmp_path):
     assert run_script('to_npy.py', '--demo', '80', *tiny_args(tmp_path)).returncode == 0
     args = tiny_args(tmp_path, PRETRAIN_EPOCH=2, D_EPOCH=1)
