@@ -1,9 +1,9 @@
 """Everything in BACKUP_DIR: checkpoints, the run's config.json and the lock.
 
 Checkpoints are `latest-<step>` (the Saver keeps the newest KEEP_CHECKPOINTS + 1)
-and `pretrained` (end of phase 1). TensorFlow writes each one under a temporary
-name and only then points the `checkpoint` file at it, so a crash mid-save
-leaves the previous save in charge.
+and `pretrained` (end of phase 1: hard links to the `latest` save it equals).
+TensorFlow writes each one under a temporary name and only then points the
+`checkpoint` file at it, so a crash mid-save leaves the previous save in charge.
 """
 import datetime
 import glob
@@ -11,6 +11,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 
 import filelock
 import tensorflow as tf
@@ -22,6 +23,7 @@ from errors import UserError
 tf1 = tf.compat.v1
 LATEST, PRETRAINED = 'latest', 'pretrained'
 RUN_OUTPUTS = ('loss.csv', 'loss.png', 'logs')  # with epoch_NNNN.png: a run's files in OUTPUT_DIR
+NEWER_KEYS = {'WIDTH': 1}  # settings newer than some config.json files: the value those runs had
 
 
 def _path(name):
@@ -99,7 +101,7 @@ def read_run_config(directory=None):
     if not isinstance(saved, dict):
         raise UserError(f'{path} holds a {type(saved).__name__}, not the settings of a run; restore it '
                         f'or start over with --fresh')
-    return saved
+    return {**NEWER_KEYS, **saved}
 
 
 def write_run_config():
@@ -284,7 +286,32 @@ def save(sess, saver, name, step=None):
         return saver.save(sess, _path(name), global_step=step, write_meta_graph=False,
                           write_state=name == LATEST)
     except (tf.errors.OpError, OSError) as error:
-        for partial in glob.glob(glob.escape(_path(name)) + '*.tempstate*'):
-            os.remove(partial)  # the half-written file would only hold on to the space a rerun needs
-        raise UserError(f'could not save to {config.BACKUP_DIR}/ ({_reason(error)}); the previous '
-                        f'checkpoint is unchanged: free disk space or fix permissions, then rerun')
+        raise _save_failed(name, error)
+
+
+def alias(source, name):
+    """Save checkpoint `source` (a path prefix) again as `name`, without writing its bytes twice:
+    each file hard-linked, or copied where the file system has no hard links. Each goes in under
+    a temporary name, then replaces name's file, the .index last (as TensorFlow's own saves).
+    Returns name's path prefix."""
+    target = _path(name)
+    suffixes = [path[len(source):] for path in sorted(glob.glob(glob.escape(source) + '.data-*'))]
+    try:
+        for suffix in suffixes + ['.index']:
+            temp = f'{target}{suffix}.tempstate-{os.getpid()}'
+            try:
+                os.link(source + suffix, temp)
+            except OSError:
+                shutil.copyfile(source + suffix, temp)
+            os.replace(temp, target + suffix)
+    except OSError as error:
+        raise _save_failed(name, error)
+    return target
+
+
+def _save_failed(name, error):
+    """The error for a save of `name` that failed; removes what it had half written."""
+    for partial in glob.glob(glob.escape(_path(name)) + '*.tempstate*'):
+        os.remove(partial)  # the half-written file would only hold on to the space a rerun needs
+    return UserError(f'could not save to {config.BACKUP_DIR}/ ({_reason(error)}); the previous '
+                     f'checkpoint is unchanged: free disk space or fix permissions, then rerun')

@@ -20,6 +20,7 @@ FLIP = True  # random horizontal flip of training batches (faces are symmetric)
 SEED = 0  # seed for image picking, shuffling, holes and initial weights
 
 # --- model ---
+WIDTH = 1  # every layer's channels are divided by this, keeping at least 1 (the output keeps 3): 1 the paper's widths (Tables 1-2); 8 tiny models for tests
 MASK_CHANNEL = True  # True: hole filled with the mean pixel + mask as a 4th input channel (paper); False: 3-channel x*(1-mask) (common TF1 code)
 ADVERSARIAL_G = True  # True: generator gets the adversarial gradient in phase 3 (paper); False: mse only
 LOCAL_CENTRED = True  # True: the local discriminator's patch is centred on the hole, clamped at the border (paper); False: anywhere that holds the hole
@@ -61,7 +62,7 @@ BACKUP_DIR = 'backup'  # checkpoints and the run's config.json
 OUTPUT_DIR = 'output'  # sample grids, loss.csv, loss.png, logs/, test/
 
 # Settings that shape the graph: a checkpoint only restores into the same values.
-ARCHITECTURE_KEYS = ('IMAGE_SIZE', 'LOCAL_SIZE', 'MASK_CHANNEL')
+ARCHITECTURE_KEYS = ('IMAGE_SIZE', 'LOCAL_SIZE', 'MASK_CHANNEL', 'WIDTH')
 
 
 def keys():
@@ -179,6 +180,7 @@ def validate():
     need(16 <= LOCAL_SIZE <= IMAGE_SIZE, 'LOCAL_SIZE', f'must be between 16 and IMAGE_SIZE ({IMAGE_SIZE})')
     need(1 <= HOLE_MIN <= HOLE_MAX, 'HOLE_MIN', f'must be between 1 and HOLE_MAX ({HOLE_MAX})')
     need(HOLE_MAX <= LOCAL_SIZE, 'HOLE_MAX', f'must be <= LOCAL_SIZE ({LOCAL_SIZE})')
+    need(WIDTH >= 1, 'WIDTH', 'must be >= 1 (1: the paper\'s widths)')
     need(BATCH_SIZE >= 1, 'BATCH_SIZE', 'must be >= 1')
     need(REPLICAS >= 0, 'REPLICAS', 'must be >= 0 (0: every visible GPU)')
     need(ACCUM_STEPS >= 1, 'ACCUM_STEPS', 'must be >= 1')

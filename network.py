@@ -3,7 +3,8 @@ losses and training ops: one graph builder for train.py, test.py, bench.py
 and export.py.
 
 Layer tables follow Iizuka, Simo-Serra, Ishikawa, "Globally and Locally
-Consistent Image Completion", SIGGRAPH 2017, Tables 1-2, at 128x128.
+Consistent Image Completion", SIGGRAPH 2017, Tables 1-2, at 128x128;
+config.WIDTH divides their channel counts when the graph is built.
 """
 import math
 import os
@@ -51,6 +52,11 @@ LOSS_NAMES = ('mse', 'd_loss', 'g_adv')  # the losses train.py logs, in the orde
 ADDED_STATE = ('state/loss_sums',)  # newer than some checkpoints: starts from zero when a resume lacks it
 
 
+def _width(channels):
+    """A layer's channels at config.WIDTH: the table's count divided, at least 1."""
+    return max(1, channels // config.WIDTH)
+
+
 def _bn_relu(x, training, name, stats):
     return tf.nn.relu(layer.batch_norm(x, training, name, config.BN_EPSILON, stats))
 
@@ -80,6 +86,7 @@ def generator(x, training, stats=None):
         for i, (kind, channels, kernel, arg) in enumerate(GENERATOR, 1):
             name = f'{kind}{i}'
             last = i == len(GENERATOR)
+            channels = channels if last else _width(channels)  # the output stays RGB
             if kind == 'conv':
                 x = layer.conv(x, channels, kernel, arg, name, bias=last)
             elif kind == 'dilated':
@@ -93,9 +100,9 @@ def generator(x, training, stats=None):
 def _branch(x, convs, name, stats):
     with tf1.variable_scope(name):
         for i, channels in enumerate(convs, 1):
-            x = layer.conv(x, channels, 5, 2, f'conv{i}', bias=False)
+            x = layer.conv(x, _width(channels), 5, 2, f'conv{i}', bias=False)
             x = _bn_relu(x, True, f'conv{i}_bn', stats)
-        x = layer.dense(layer.flatten(x), BRANCH_UNITS, 'fc')
+        x = layer.dense(layer.flatten(x), _width(BRANCH_UNITS), 'fc')
         # Without a nonlinearity, FC-1024 -> concat -> FC-1 is a single linear map.
         return tf.nn.relu(x) if config.D_FC_RELU else x
 
@@ -109,7 +116,7 @@ def discriminator(image, patch, stats=None):
     """
     with tf1.variable_scope('discriminator', reuse=tf1.AUTO_REUSE):
         both = tf.concat([_branch(image, GLOBAL_CONVS, 'global', stats),
-                          _branch(patch, LOCAL_CONVS, 'local', stats)], axis=1)  # [B,2048]
+                          _branch(patch, LOCAL_CONVS, 'local', stats)], axis=1)  # [B,2048] at WIDTH 1
         return tf.squeeze(layer.dense(both, 1, 'fc'), axis=1)
 
 

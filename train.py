@@ -200,16 +200,28 @@ def train(sess, model, saver, finite, train_images, test_images, interrupt, para
     samples = np.asarray(test_images[:count])
     sample_masks, _ = data.sample_holes(data.stream('samples'), count)
 
+    newest = {}  # this run's newest latest-<step> save: its (phase, step) and path
+
     def save(name=backup.LATEST):
+        """Save as `name`; returns its path. At the phase and step of the newest save nothing
+        has changed: that save is kept (`latest`) or linked to (`pretrained`)."""
+        now_phase, now_epoch, _, step = model.state(sess)
+        if newest.get('state') == (now_phase, step):
+            if name == backup.LATEST or not parallel.chief:
+                return newest['path']
+            return backup.alias(newest['path'], name)
         if config.BN_RECALIBRATE_BATCHES:
             model.recalibrate(sess, recalibration_feeds(model, train_images))
-        now_phase, now_epoch, _, step = model.state(sess)
         if not sess.run(finite):  # a step can blow up the weights before any loss shows it
             raise diverged(f'the weights became NaN or Inf by step {step} (phase {now_phase}, '
                            f'epoch {now_epoch + 1})')
-        if not parallel.chief:
-            return 'by worker 0'
-        return backup.save(sess, saver, name, step if name == backup.LATEST else None)
+        if parallel.chief:
+            path = backup.save(sess, saver, name, step if name == backup.LATEST else None)
+        else:
+            path = 'by worker 0'
+        if name == backup.LATEST:  # on every worker: they skip the same saves (recalibration is collective)
+            newest.update(state=(now_phase, step), path=path)
+        return path
 
     def set_phase(value):
         sess.run(model.set_phase, {model.phase_value: value})

@@ -24,14 +24,12 @@ import config  # noqa: E402
 import errors  # noqa: E402
 import inference  # noqa: E402
 import synthetic  # noqa: E402
-from conftest import train_tiny  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location('app_screenshot',
                                                os.path.join(ROOT, 'docs', 'app_screenshot.py'))
 page = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(page)
 
-TINY = ['--IMAGE_SIZE=32', '--LOCAL_SIZE=16', '--HOLE_MIN=4', '--HOLE_MAX=10', '--BATCH_SIZE=8']
 HAVE_GRADIO = importlib.util.find_spec('gradio') is not None
 HAVE_BROWSER = (importlib.util.find_spec('selenium') is not None
                 and os.path.exists(page.CHROMIUM) and os.path.exists(page.CHROMEDRIVER))
@@ -42,22 +40,11 @@ needs_browser = pytest.mark.skipif(
            "'selenium>=4.30,<5'; apt-get install chromium chromium-driver")
 
 
-def run_cli(script, *args):
-    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
-
-
 @pytest.fixture(scope='module')
-def run(tmp_path_factory):
-    """A tiny model through all three phases (phase 3 for one epoch): both checkpoints."""
-    return train_tiny(tmp_path_factory.mktemp('run'), 100, 0.9, pretrain_epochs=1, max_epochs=3)
-
-
-@pytest.fixture(scope='module')
-def handler(run):
-    """The page's handler on `run`, loaded once as app.py does at start."""
+def handler(trained_run):
+    """The page's handler on `trained_run`, loaded once as app.py does at start."""
     saved = config.as_dict()
-    backup.apply_run_config([f'--BACKUP_DIR={run}/backup'])
+    backup.apply_run_config([f'--BACKUP_DIR={trained_run}/backup'])
     loaded = app.Handler.load()
     assert loaded.problem is None
     yield loaded
@@ -223,9 +210,9 @@ def test_without_a_model_the_page_says_how_to_get_one(tmp_path):
     assert len(empty.titles()) == 3
 
 
-def test_one_checkpoint_fills_its_column_and_says_which_is_missing(run, tmp_path):
+def test_one_checkpoint_fills_its_column_and_says_which_is_missing(trained_run, tmp_path):
     only = tmp_path / 'backup'
-    shutil.copytree(run / 'backup', only, ignore=shutil.ignore_patterns('latest*', 'checkpoint'))
+    shutil.copytree(trained_run / 'backup', only, ignore=shutil.ignore_patterns('latest*', 'checkpoint'))
     backup.apply_run_config([f'--BACKUP_DIR={only}'])
     one = app.Handler.load()
     try:
@@ -283,7 +270,7 @@ def files_under(folder):
 
 
 @pytest.fixture(scope='module')
-def server(run, tmp_path_factory):
+def server(trained_run, tmp_path_factory):
     """python app.py on a free port, with HOME and TMPDIR in folders of their own to watch.
 
     TensorFlow writes its per-user settings (~/.keras/keras.json, matplotlib's font cache)
@@ -298,7 +285,7 @@ def server(run, tmp_path_factory):
     env = {**os.environ, 'HOME': str(home), 'TMPDIR': str(temp)}
     subprocess.run([sys.executable, '-c', 'import inference'], cwd=ROOT, env=env, check=True, timeout=120)
     before = {'home': files_under(home), 'repo': files_under(ROOT)}
-    process, url = page.start_server([f'--BACKUP_DIR={run}/backup', f'--OUTPUT_DIR={out}'], env=env)
+    process, url = page.start_server([f'--BACKUP_DIR={trained_run}/backup', f'--OUTPUT_DIR={out}'], env=env)
     yield {'url': url, 'port': int(url.rsplit(':', 1)[1].strip('/')), 'home': home, 'tmp': temp,
            'out': out, 'before': before, 'process': process}
     page.stop_server(process)
@@ -323,6 +310,7 @@ def paint_layer(path, hole):
     return str(path)
 
 
+@pytest.mark.slow
 @needs_gradio
 def test_the_page_completes_through_its_api_and_downloads_are_exact(server, client, tmp_path):
     from gradio_client import handle_file
@@ -347,6 +335,7 @@ def test_the_page_completes_through_its_api_and_downloads_are_exact(server, clie
     assert f'{box.sum():,} px filled' in rectangle[-1]
 
 
+@pytest.mark.slow
 @needs_gradio
 def test_bad_uploads_get_a_message_and_the_server_keeps_running(server, client, uploads, tmp_path):
     from gradio_client import handle_file
@@ -371,6 +360,7 @@ def test_bad_uploads_get_a_message_and_the_server_keeps_running(server, client, 
     assert done[-1].endswith('ms in all.')
 
 
+@pytest.mark.slow
 @needs_gradio
 def test_the_server_listens_on_loopback_and_writes_only_in_its_folder(server, client, tmp_path):
     from gradio_client import handle_file
@@ -388,6 +378,7 @@ def test_the_server_listens_on_loopback_and_writes_only_in_its_folder(server, cl
 
 # --- a real browser ---
 
+@pytest.mark.slow
 @needs_browser
 def test_a_browser_paints_a_hole_and_sees_three_results(server, uploads, tmp_path):
     from selenium.webdriver.common.by import By

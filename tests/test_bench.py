@@ -40,6 +40,7 @@ def faces(tmp_path):
     return folder
 
 
+@pytest.mark.slow
 def test_quick_run_has_every_row_with_sane_numbers(restore_config, faces, tmp_path):
     args = bench.parse_args(['--quick', '--faces', str(faces)])
     assert (config.IMAGE_SIZE, config.BATCH_SIZE) == (32, 2)

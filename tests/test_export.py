@@ -2,6 +2,7 @@
 completes bit for bit as test.py does; it never replaces anything unasked."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -10,10 +11,12 @@ import pytest
 
 import backup
 import config
+import export as export_script
 import inference
 import synthetic
-from conftest import TINY, run_script
-from test_network import inputs, save_tiny_checkpoint
+from conftest import run_script
+from errors import UserError
+from test_network import inputs
 
 # Run by a Python that does not see this repository (-I: no script folder, no PYTHONPATH,
 # started in another folder): loads the export and writes what it returns.
@@ -62,13 +65,14 @@ def load_in_plain_tf2(export, inputs, tmp_path):
 
 
 @pytest.fixture(scope='module')
-def run(tmp_path_factory):
-    """A tiny checkpoint in a backup folder, as train.py leaves it, and its export."""
+def run(trained_run, tmp_path_factory):
+    """The shared tiny model's checkpoints (hard links) and its export, in a folder of their own:
+    config.json names this folder's output/, where export.py writes by default."""
     tmp = tmp_path_factory.mktemp('run')
-    saved = config.as_dict()
-    config.set_values({**TINY, 'OUTPUT_DIR': str(tmp / 'output')})  # saved in config.json
-    save_tiny_checkpoint(tmp / 'backup')
-    config.set_values(saved)
+    shutil.copytree(trained_run / 'backup', tmp / 'backup', copy_function=os.link,
+                    ignore=shutil.ignore_patterns('config.json', 'train.lock'))
+    settings = json.loads((trained_run / 'backup' / 'config.json').read_text())
+    (tmp / 'backup' / 'config.json').write_text(json.dumps({**settings, 'OUTPUT_DIR': str(tmp / 'output')}))
     made = run_script('export.py', f'--BACKUP_DIR={tmp}/backup')
     assert made.returncode == 0, made.stderr
     return tmp
@@ -117,17 +121,16 @@ def test_plain_tf2_loads_it_and_it_completes_as_test_py(run, tmp_path):
 def test_never_replaces_anything_unasked(run, tmp_path):
     export = run / 'output' / 'export' / '1'
     before = (export / 'saved_model.pb').read_bytes()
-    again = run_script('export.py', f'--BACKUP_DIR={run}/backup')
-    assert again.returncode == 2
-    assert errors(again) == [
-        f'error: {export} exists; pass --overwrite to replace it, or write a new version with '
-        f'--out {export.parent / "2"}']
+    with pytest.raises(UserError) as again:
+        export_script.main([f'--BACKUP_DIR={run}/backup'])
+    assert str(again.value) == (f'{export} exists; pass --overwrite to replace it, or write a new version '
+                                f'with --out {export.parent / "2"}')
     user_folder = tmp_path / 'photos'
     user_folder.mkdir()
     (user_folder / 'me.jpg').write_bytes(b'mine')
-    refused = run_script('export.py', f'--BACKUP_DIR={run}/backup', '--out', str(user_folder), '--overwrite')
-    assert refused.returncode == 2
-    assert len(errors(refused)) == 1 and 'not an earlier export' in errors(refused)[0]
+    with pytest.raises(UserError, match='not an earlier export') as refused:
+        export_script.main([f'--BACKUP_DIR={run}/backup', '--out', str(user_folder), '--overwrite'])
+    assert '\n' not in str(refused.value)
     assert os.listdir(user_folder) == ['me.jpg'] and (user_folder / 'me.jpg').read_bytes() == b'mine'
 
     replaced = run_script('export.py', f'--BACKUP_DIR={run}/backup', '--overwrite')

@@ -4,9 +4,8 @@ Each test runs the real scripts (train.py, to_npy.py, test.py) in subprocesses o
 CPU at 32x32 and then hurts them: kill -9 at chosen and random moments, Ctrl-C and
 SIGTERM, damaged checkpoints, a second trainer on the same backup/, a NaN loss, a full
 disk, bad photos and bad inputs. Every run uses its own temporary NPY_DIR, BACKUP_DIR and
-OUTPUT_DIR. A checkpoint at this size is ~270 MB (the discriminators' 5x5 convolutions
-plus Adam's two slots), so backups are cloned with hard links, which is safe because
-TensorFlow and backup.py only ever replace files (write + rename), never edit them.
+OUTPUT_DIR. Backups are cloned with hard links, which is safe because TensorFlow and
+backup.py only ever replace files (write + rename), never edit them.
 
 Run with -s to see what each kill hit and what it lost.
 """
@@ -28,13 +27,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import TRAINED, TRAINED_STEPS
+
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 ENV = {**os.environ, 'PYTHONUNBUFFERED': '1', 'TF_CPP_MIN_LOG_LEVEL': '3'}
 SIZE = ['--IMAGE_SIZE=32', '--LOCAL_SIZE=16', '--HOLE_MIN=4', '--HOLE_MAX=10']
-TRAIN = [*SIZE, '--BATCH_SIZE=8', '--BN_RECALIBRATE_BATCHES=2']
+TRAIN = [*SIZE, '--BATCH_SIZE=8', '--WIDTH=8', '--BN_RECALIBRATE_BATCHES=2']
 DEMO_IMAGES = 60  # -> 57 training images
-STEPS = 57 // 8  # steps per epoch at BATCH_SIZE=8
+STEPS = 57 // 8  # steps per epoch at BATCH_SIZE=8, as in trained_run
+LAST, PREVIOUS = (f'latest-{epochs * TRAINED_STEPS}' for epochs in (TRAINED['MAX_EPOCH'], TRAINED['MAX_EPOCH'] - 1))
 SEED = int(os.environ.get('GLCIC_FAULT_SEED', '20250101'))  # timings of the random kills
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith('linux'),
@@ -105,6 +107,11 @@ def one_line_error(stderr, context=''):
     assert len(lines) == 1 and 'error: ' in lines[0], \
         f'{context}: expected one "error: ..." line, got:\n' + '\n'.join(lines)
     return lines[0][lines[0].index('error: '):]
+
+
+def go_on(epochs):
+    """Settings that resume trained_run (in phase 3 by now) for `epochs` more epochs."""
+    return ['--PRETRAIN_EPOCH=1', '--D_EPOCH=1', f'--MAX_EPOCH={TRAINED["MAX_EPOCH"] + epochs}']
 
 
 def pointer(backup):
@@ -190,22 +197,19 @@ def npy_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def trained(npy_dir, tmp_path_factory):
-    """A finished 2-epoch run: latest-7 (phase 1), pretrained, latest-14 (phase 2 done)."""
-    root = tmp_path_factory.mktemp('trained')
-    result = run(['train.py', *TRAIN, *dirs(npy_dir, root / 'backup', root / 'output'),
-                  '--PRETRAIN_EPOCH=1', '--D_EPOCH=1', '--MAX_EPOCH=2', '--KEEP_CHECKPOINTS=1'],
-                 timeout=240)
-    assert result.returncode == 0, result.stdout + result.stderr
-    backup = root / 'backup'
-    assert pointer(backup) == 'latest-14'
-    for name in ('latest-7', 'latest-14', 'pretrained'):
+def trained(trained_run):
+    """trained_run's backup/, a finished run (read only: clone_backup it): PREVIOUS (phase 2 done),
+    LAST (phase 3), pretrained (phase 1)."""
+    backup = trained_run / 'backup'
+    assert pointer(backup) == LAST
+    for name in (PREVIOUS, LAST, 'pretrained'):
         assert (backup / f'{name}.index').exists(), sorted(os.listdir(backup))
     return backup
 
 
 # --- 1. kill -9 at any moment --------------------------------------------------------
 
+@pytest.mark.slow
 def test_kill_9_at_any_moment_resumes_from_last_save(npy_dir, tmp_path):
     """Five kill -9s (during steps, checkpoint saves, output/ writes, the phase-1 save),
     each followed by a resume; then a no-op resume proves the variables come back
@@ -348,7 +352,7 @@ def check_saved_on_signal(proc, backup, seconds, status):
     name = Path(match.group(1)).name
     assert pointer(backup) == name
     _, state = read_checkpoint(backup / name)
-    assert state['step'] == step_of(name) > 2 * STEPS  # trained on from latest-14
+    assert state['step'] == step_of(name) > step_of(LAST)  # trained on from LAST
     assert state['phase'] == 3 and state['epoch'] * STEPS + state['epoch_step'] == state['step']
     print(f'\nexit {status} {seconds:.1f} s after the signal, saved {name} ({state})')
 
@@ -361,12 +365,13 @@ def signal_and_wait(proc, signum):
     return time.monotonic() - start
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_and_exits_130_within_seconds(trained, npy_dir, tmp_path):
     backup = clone_backup(trained, tmp_path / 'backup')
     proc = Proc(['train.py', *TRAIN, *dirs(npy_dir, backup, tmp_path / 'output'),
-                 '--PRETRAIN_EPOCH=1', '--D_EPOCH=1', '--MAX_EPOCH=30'], tmp_path, 'sigint')
+                 *go_on(30)], tmp_path, 'sigint')
     try:
-        wait_for(trained_steps(proc, 2 * STEPS), proc, 120, 'a training step')
+        wait_for(trained_steps(proc, step_of(LAST)), proc, 120, 'a training step')
         seconds = signal_and_wait(proc, signal.SIGINT)
     finally:
         proc.stop()
@@ -377,30 +382,34 @@ def test_ctrl_c_saves_and_exits_130_within_seconds(trained, npy_dir, tmp_path):
 
 DAMAGE = {  # case: (files copied so they can be damaged, the damage, words the error must hold,
     #                the save it must offer instead: the newest intact one the Saver kept)
-    'index cut short': (['latest-14.index'], lambda b: truncate(b / 'latest-14.index', 3000),
-                        ['latest-14.index'], 'latest-7'),
-    'data cut short': (['latest-14.data-00000-of-00001'],
-                       lambda b: truncate(b / 'latest-14.data-00000-of-00001', 100_000_000),
-                       ['latest-14.data-00000-of-00001'], 'latest-7'),
-    'data bytes flipped': (['latest-14.data-00000-of-00001'],
-                           lambda b: flip(b / 'latest-14.data-00000-of-00001', 150_000_000),
-                           ['latest-14.data-00000-of-00001'], 'latest-7'),
-    'checkpoint points at missing files': ([], lambda b: [p.unlink() for p in b.glob('latest-14.*')],
-                                           ['checkpoint', 'latest-14'], 'latest-7'),
-    # Below, latest-14 is intact but nothing says it is the newest: starting over would
-    # overwrite latest-7 and latest-14 with fresh weights.
+    'index cut short': ([f'{LAST}.index'], lambda b: truncate(b / f'{LAST}.index', 3000),
+                        [f'{LAST}.index'], PREVIOUS),
+    'data cut short': ([f'{LAST}.data-00000-of-00001'],
+                       lambda b: truncate(b / f'{LAST}.data-00000-of-00001', share=0.4),
+                       [f'{LAST}.data-00000-of-00001'], PREVIOUS),
+    'data bytes flipped': ([f'{LAST}.data-00000-of-00001'],
+                           lambda b: flip(b / f'{LAST}.data-00000-of-00001', 0.55),
+                           [f'{LAST}.data-00000-of-00001'], PREVIOUS),
+    'checkpoint points at missing files': ([], lambda b: [p.unlink() for p in b.glob(f'{LAST}.*')],
+                                           ['checkpoint', LAST], PREVIOUS),
+    # Below, LAST is intact but nothing says it is the newest: starting over would
+    # overwrite PREVIOUS and LAST with fresh weights.
     'checkpoint file cut short': (['checkpoint'], lambda b: truncate(b / 'checkpoint', 27),
-                                  ['checkpoint'], 'latest-14'),
-    'checkpoint file deleted': ([], lambda b: (b / 'checkpoint').unlink(), ['checkpoint'], 'latest-14'),
+                                  ['checkpoint'], LAST),
+    'checkpoint file deleted': ([], lambda b: (b / 'checkpoint').unlink(), ['checkpoint'], LAST),
 }
 
 
-def truncate(path, size):
+def truncate(path, size=None, share=None):
+    """Keep the first `size` bytes of path, or that `share` of them."""
+    size = int(path.stat().st_size * share) if share else size
     assert path.stat().st_size > size
     os.truncate(path, size)
 
 
-def flip(path, offset):
+def flip(path, share):
+    """Invert the byte at `share` of path's length."""
+    offset = int(path.stat().st_size * share)
     with open(path, 'r+b') as f:
         f.seek(offset)
         byte = f.read(1)
@@ -417,8 +426,7 @@ def test_damaged_checkpoint_one_line_error_and_nothing_overwritten(trained, npy_
         damage(backup)
         output = tmp_path / f'output{i}'
         backups[case] = (backup, output, file_identities(backup))
-        cases.append([*TRAIN, *dirs(npy_dir, backup, output), '--PRETRAIN_EPOCH=1', '--D_EPOCH=1',
-                      '--MAX_EPOCH=5'])
+        cases.append([*TRAIN, *dirs(npy_dir, backup, output), *go_on(3)])
     failures = []
     for (case, (backup, output, before)), got in zip(backups.items(), run_main('train.py', cases, tmp_path)):
         try:
@@ -439,15 +447,16 @@ def test_damaged_checkpoint_one_line_error_and_nothing_overwritten(trained, npy_
 
 # --- 4. two trainers, one backup/ ----------------------------------------------------
 
+@pytest.mark.slow
 def test_second_trainer_refused_then_sigterm_saves(trained, npy_dir, tmp_path):
     """While one train.py trains, a second on the same backup/ (even with --fresh) is refused;
     then SIGTERM (as from `kill` or a batch system) stops the first cleanly with exit 0."""
     backup = clone_backup(trained, tmp_path / 'backup')
     args = ['train.py', *TRAIN, *dirs(npy_dir, backup, tmp_path / 'output'),
-            '--PRETRAIN_EPOCH=1', '--D_EPOCH=1', '--MAX_EPOCH=40']
+            *go_on(40)]
     first = Proc(args, tmp_path, 'first')
     try:
-        wait_for(trained_steps(first, 2 * STEPS), first, 120, 'a training step')
+        wait_for(trained_steps(first, step_of(LAST)), first, 120, 'a training step')
         second = run([*args, '--fresh'])  # --fresh would move the first run's files aside
         assert second.returncode == 2, second.stdout + second.stderr
         line = one_line_error(second.stderr, 'second train.py')
@@ -468,13 +477,13 @@ def test_nan_stops_before_it_is_saved(trained, npy_dir, tmp_path):
     backup = clone_backup(trained, tmp_path / 'backup')
     before = file_identities(backup, skip=('train.lock', 'config.json'))  # config.json: rewritten at start
     result = run(['train.py', *TRAIN, *dirs(npy_dir, backup, tmp_path / 'output'),
-                  '--PRETRAIN_EPOCH=1', '--D_EPOCH=1', '--MAX_EPOCH=5', '--LEARNING_RATE=1e30',
+                  *go_on(3), '--LEARNING_RATE=1e30',
                   '--SAVE_MINUTES=0.0001'])
     assert result.returncode == 2, result.stdout + result.stderr[-3000:]
     line = one_line_error(result.stderr, 'NaN run')
     assert re.search(r'\b(nan|inf|non-finite)\b', line, re.I), line
-    assert 'latest-14' in line and 'LEARNING_RATE' in line, line
-    assert pointer(backup) == 'latest-14'
+    assert LAST in line and 'LEARNING_RATE' in line, line
+    assert pointer(backup) == LAST
     assert file_identities(backup, skip=('train.lock', 'config.json')) == before, \
         'a checkpoint was written or changed'
     for index in backup.glob('*.index'):
@@ -496,30 +505,31 @@ def can_mount_tmpfs(tmp_path):
 def test_full_disk_while_saving_keeps_the_good_checkpoint(trained, npy_dir, tmp_path):
     """The disk fills up in the middle of writing a checkpoint.
 
-    Preferred: a real tmpfs in a private mount namespace, only 64 MB larger than the good
-    checkpoint, so the kernel answers ENOSPC part-way through the new ~270 MB data file.
-    Where mounting is not allowed: RLIMIT_FSIZE of 64 MB, where the kernel answers EFBIG
-    at the same point of the same write() calls. Either way TensorFlow's writer hits a real
+    Preferred: a real tmpfs in a private mount namespace, larger than the good checkpoint by
+    half its data file, so the kernel answers ENOSPC part-way through the new data file.
+    Where mounting is not allowed: RLIMIT_FSIZE of half the data file, where the kernel
+    answers EFBIG at the same point of the same write() calls. Either way TensorFlow's writer hits a real
     failing write, not a mock.
     """
     good = clone_backup(trained, tmp_path / 'good')
-    for name in ('latest-7', 'pretrained'):  # just the save in charge, so the tmpfs stays small
+    for name in (PREVIOUS, 'pretrained'):  # just the save in charge, so the tmpfs stays small
         for path in good.glob(f'{name}.*'):
             path.unlink()
-    (good / 'checkpoint').write_text('model_checkpoint_path: "latest-14"\n'
-                                     'all_model_checkpoint_paths: "latest-14"\n')
+    (good / 'checkpoint').write_text(f'model_checkpoint_path: "{LAST}"\n'
+                                     f'all_model_checkpoint_paths: "{LAST}"\n')
     backup, after = tmp_path / 'backup', tmp_path / 'after'
     backup.mkdir()
     after.mkdir()
-    train = ['train.py', *TRAIN, *dirs(npy_dir, backup, tmp_path / 'output'), '--PRETRAIN_EPOCH=1',
-             '--D_EPOCH=1', '--MAX_EPOCH=5', '--SAVE_MINUTES=0.0001']
+    train = ['train.py', *TRAIN, *dirs(npy_dir, backup, tmp_path / 'output'), *go_on(3),
+             '--SAVE_MINUTES=0.0001']
     used = sum(p.stat().st_size for p in good.iterdir())
+    half = (good / f'{LAST}.data-00000-of-00001').stat().st_size // 2
     if can_mount_tmpfs(tmp_path):
         how = 'tmpfs'
         script = ('mount -t tmpfs -o size=$1 tmpfs "$2" && cp -a "$3"/. "$2"/ || exit 99; '
                   'shift 4; "$@"; rc=$?; cp -a "$B"/. "$A"/; exit $rc')
         result = subprocess.run(['unshare', '--mount', 'sh', '-c', f'B="$2"; A="$4"; {script}', 'sh',
-                                 str(used + 64 * 2**20), str(backup), str(good), str(after), PY, *train],
+                                 str(used + half), str(backup), str(good), str(after), PY, *train],
                                 cwd=REPO, env=ENV, capture_output=True, text=True, timeout=180)
         assert result.returncode != 99, result.stderr
     else:
@@ -527,7 +537,7 @@ def test_full_disk_while_saving_keeps_the_good_checkpoint(trained, npy_dir, tmp_
         shutil.copytree(good, backup, dirs_exist_ok=True, copy_function=os.link)
 
         def limit():
-            resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 2**20, 64 * 2**20))
+            resource.setrlimit(resource.RLIMIT_FSIZE, (half, half))
         result = subprocess.run([PY, *train], cwd=REPO, env=ENV, capture_output=True, text=True,
                                 timeout=180, preexec_fn=limit, restore_signals=False)
         after = backup
@@ -537,9 +547,9 @@ def test_full_disk_while_saving_keeps_the_good_checkpoint(trained, npy_dir, tmp_
     assert 'could not save' in line and str(backup) in line, line
     assert re.search(r'No space left on device|File too large', line), line
     # The good checkpoint is still in charge, byte for byte, with no partial file beside it.
-    assert pointer(after) == 'latest-14'
+    assert pointer(after) == LAST
     assert sorted(os.listdir(after)) == sorted({*os.listdir(good), 'train.lock'}), os.listdir(after)
-    for path in good.glob('latest-14.*'):
+    for path in good.glob(f'{LAST}.*'):
         assert filecmp.cmp(path, after / path.name, shallow=False), f'{path.name} changed'
 
 

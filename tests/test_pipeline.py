@@ -8,8 +8,10 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
+import backup
 import config
 import data
+import errors
 import layer
 import network
 import synthetic
@@ -49,12 +51,23 @@ def test_a_preset_sets_its_keys_and_given_keys_win(tiny_config):
     ('--HOLE_MAX=20', ['HOLE_MAX', 'LOCAL_SIZE']),
     ('--IMAGE_SIZE=30', ['IMAGE_SIZE', 'divisible by 4']),
     ('--LOCAL_SIZE=40', ['LOCAL_SIZE', 'IMAGE_SIZE']),
+    ('--WIDTH=0', ['WIDTH=0', '>= 1']),
 ])
 def test_bad_overrides_name_the_key(tiny_config, arg, words):
     with pytest.raises(config.ConfigError) as error:
         config.parse_overrides([arg])
     for word in words:
         assert word in str(error.value)
+
+
+def test_a_config_json_older_than_width_holds_the_paper_widths(tiny_config, tmp_path):
+    older = {key: value for key, value in config.as_dict().items() if key != 'WIDTH'}
+    (tmp_path / 'config.json').write_text(json.dumps(older))
+    backup.apply_run_config([f'--BACKUP_DIR={tmp_path}'])
+    assert config.WIDTH == 1
+    with pytest.raises(errors.UserError, match=r'trained with WIDTH=1 but the config says WIDTH=8; '
+                                               r'drop --WIDTH=8'):
+        backup.apply_run_config([f'--BACKUP_DIR={tmp_path}', '--WIDTH=8'])
 
 
 # --- layers ---
@@ -97,30 +110,47 @@ def tiny_batch(count=8, seed=0):
     return images, masks, corners
 
 
-def test_variables_match_the_layer_table(tiny_config):
-    model, _, sess = build(tiny_config)
+@pytest.mark.parametrize('width', [1, 8])
+def test_variables_match_the_layer_table(tiny_config, width):
+    """WIDTH=1: the paper's Tables 1-2; WIDTH divides every channel count but the RGB output's."""
+    config.set_values({'WIDTH': width})
+    with tf.Graph().as_default():
+        model = network.Model()
     shapes = {v.name: v.shape.as_list() for v in model.g_vars + model.d_vars}
     channels = 4  # mask-channel input
     for i, (kind, out, kernel, _) in enumerate(network.GENERATOR, 1):
+        out = out if i == len(network.GENERATOR) else out // width
         w = f'generator/{kind}{i}/w:0'
         expect = [kernel, kernel, out, channels] if kind == 'deconv' else [kernel, kernel, channels, out]
         assert shapes[w] == expect, w
         channels = out
-    assert shapes['discriminator/global/conv5/w:0'] == [5, 5, 512, 512]
-    assert shapes['discriminator/local/conv4/w:0'] == [5, 5, 256, 512]
+    assert shapes['generator/conv17/w:0'] == [3, 3, 32 // width, 3]
+    assert shapes['discriminator/global/conv5/w:0'] == [5, 5, 512 // width, 512 // width]
+    assert shapes['discriminator/local/conv4/w:0'] == [5, 5, 256 // width, 512 // width]
     assert 'discriminator/local/conv5/w:0' not in shapes
     # 32/2^5 -> 1x1 and 16/2^4 -> 1x1 feature maps of 512 before each FC 1024.
-    assert shapes['discriminator/global/fc/w:0'] == [512, 1024]
-    assert shapes['discriminator/local/fc/w:0'] == [512, 1024]
-    assert shapes['discriminator/fc/w:0'] == [2048, 1]
+    assert shapes['discriminator/global/fc/w:0'] == [512 // width, 1024 // width]
+    assert shapes['discriminator/local/fc/w:0'] == [512 // width, 1024 // width]
+    assert shapes['discriminator/fc/w:0'] == [2048 // width, 1]
     assert all(n.startswith(('generator/', 'discriminator/')) for n in shapes)
     assert len(model.g_vars) == 17 + 16 * 2 + 1 and len(model.d_vars) == 9 + 9 * 2 + 3 * 2
+
+
+def test_a_width_beyond_a_layer_keeps_one_channel(tiny_config):
+    config.set_values({'WIDTH': 100})
+    with tf.Graph().as_default():
+        model = network.Model()
+    shapes = {v.name: v.shape.as_list() for v in model.g_vars + model.d_vars}
+    assert shapes['generator/conv1/w:0'] == [5, 5, 4, 1]  # 64 // 100 = 0, kept at 1
+    assert shapes['generator/conv2/w:0'] == [3, 3, 1, 1]  # 128 // 100
+    assert shapes['generator/conv17/w:0'] == [3, 3, 1, 3]
+    assert shapes['discriminator/global/fc/w:0'] == [5, 10]  # 512 // 100, 1024 // 100
 
 
 def test_three_channel_input_switch(tiny_config):
     config.set_values({'MASK_CHANNEL': False})
     model, _, _ = build(tiny_config)
-    assert model.g_vars[0].shape.as_list() == [5, 5, 3, 64]
+    assert model.g_vars[0].shape.as_list() == [5, 5, 3, 64 // config.WIDTH]
 
 
 def ops_reached(fetch):
@@ -322,12 +352,13 @@ def test_to_npy_empty_folder_is_one_line(tmp_path):
 # --- train.py ---
 
 def test_train_without_data_is_one_line(tmp_path):
-    result = run_script('train.py', *tiny_args(tmp_path))
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith('error: ')
-    assert 'x_train.npy not found' in result.stderr and 'Traceback' not in result.stderr
+    import train
+    with pytest.raises(errors.UserError, match='x_train.npy not found') as error:
+        train.main(tiny_args(tmp_path))
+    assert '\n' not in str(error.value)
 
 
+@pytest.mark.slow
 def test_train_runs_all_phases_and_resumes(tmp_path):
     assert run_script('to_npy.py', '--demo', '80', *tiny_args(tmp_path)).returncode == 0
     args = tiny_args(tmp_path, PRETRAIN_EPOCH=2, D_EPOCH=1)

@@ -28,6 +28,7 @@ def npy_root(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_run_eval_report_cycle(npy_root, tmp_path):
     import tensorflow as tf  # after cli, which quiets its logs
     folders = [f'--root={npy_root}', f'--results={tmp_path}']
@@ -156,6 +157,7 @@ def test_a_name_is_used_once(quality, tiny_config, tmp_path):
         quality.main(['run', 'x', '--minutes', '1', f'--root={tmp_path}'])
 
 
+@pytest.mark.slow
 def test_eval_on_another_set_writes_name_at_tag(npy_root, tmp_path):
     folders = [f'--root={npy_root}', f'--results={tmp_path}']
     run = run_script(QUALITY, 'run', 'x', '--minutes', '5', '--every', '5', *folders,

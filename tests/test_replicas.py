@@ -158,6 +158,7 @@ def wait_for_a_save(procs, backup_dir, timeout=240):
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_kill_9_with_two_replicas_resumes_exactly(npy, tmp_path):
     whole = run_script('train.py', *train_args(npy, tmp_path / 'whole', REPLICAS=2, MAX_EPOCH=3))
     assert whole.returncode == 0, whole.stderr
@@ -210,6 +211,7 @@ def digest(out):
     return re.search(r'weights digest (\w+)', out).group(1)
 
 
+@pytest.mark.slow
 def test_two_workers_end_with_the_same_weights_and_resume_together(npy, tmp_path):
     ports = free_ports(2)
     first = finish(start_workers(npy, tmp_path, ports, MAX_EPOCH=3))
@@ -225,6 +227,7 @@ def test_two_workers_end_with_the_same_weights_and_resume_together(npy, tmp_path
     assert int(checkpoint_values(tf1.train.latest_checkpoint(str(tmp_path / 'backup')))['state/epoch']) == 4
 
 
+@pytest.mark.slow
 def test_a_dead_worker_stops_the_run_with_a_clear_message_and_the_save_kept(npy, tmp_path):
     procs = start_workers(npy, tmp_path, free_ports(2), MAX_EPOCH=50)
     wait_for_a_save(procs, tmp_path / 'backup')
@@ -238,6 +241,7 @@ def test_a_dead_worker_stops_the_run_with_a_clear_message_and_the_save_kept(npy,
     procs[1].communicate()
 
 
+@pytest.mark.slow
 def test_stopping_one_worker_stops_both_at_the_same_step_after_a_save(npy, tmp_path):
     procs = start_workers(npy, tmp_path, free_ports(2), MAX_EPOCH=50)
     wait_for_a_save(procs, tmp_path / 'backup')

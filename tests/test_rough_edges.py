@@ -76,7 +76,7 @@ def test_each_requirements_file_installs_tensorflow_2_21_everywhere(name, gpu_bu
 
 
 def test_readme_and_ci_install_what_the_tests_need():
-    """README's two set-up commands: one for the program, one for the tests, which CI runs."""
+    """README's two set-up commands, one for the program, one for the tests; CI runs both tiers."""
     with open(os.path.join(ROOT, 'README.md')) as f:
         readme = f.read()
     with open(os.path.join(ROOT, '.ci', 'run')) as f:
@@ -84,6 +84,7 @@ def test_readme_and_ci_install_what_the_tests_need():
     assert 'pip install -r requirements.txt' in readme
     assert 'pip install -r requirements-dev.txt\n    python -m pytest -q tests' in readme
     assert '-r requirements-dev.txt' in ci and 'python -m pytest -q tests' in ci
+    assert '    python -m pytest -q -m slow tests' in readme and 'python -m pytest -q -m slow tests' in ci
 
 
 # --- --help and TensorFlow's notices ---

@@ -6,7 +6,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 
 import cv2
@@ -27,35 +26,23 @@ import evaluate  # noqa: E402
 import inference  # noqa: E402
 import photos  # noqa: E402
 import synthetic  # noqa: E402
-from conftest import train_tiny  # noqa: E402
+from conftest import run_script  # noqa: E402
 
 # Loaded from its path: `import test` could find Python's own test package instead.
 _spec = importlib.util.spec_from_file_location('glcic_test_script', os.path.join(ROOT, 'test.py'))
 script = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(script)
 
-TINY = ['--IMAGE_SIZE=32', '--LOCAL_SIZE=16', '--HOLE_MIN=4', '--HOLE_MAX=10', '--BATCH_SIZE=8']
 MAIN_ROWS = ['mean-pixel fill', 'OpenCV Telea', 'completion only', 'completion only + blending',
              'completion + discriminator', 'completion + discriminator + blending']
-TEST_IMAGES = 12  # two grids: 8 rows and 4
-
-
-def run_cli(script_name, *args):
-    return subprocess.run([sys.executable, os.path.join(ROOT, script_name), *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+TEST_IMAGES = 12  # of trained_run: two grids, 8 rows and 4
 
 
 @pytest.fixture(scope='module')
-def run(tmp_path_factory):
-    """A tiny model trained through all three phases; its files under one temporary folder."""
-    return train_tiny(tmp_path_factory.mktemp('run'), 200, 0.94, pretrain_epochs=2, max_epochs=3)  # 188 + 12
-
-
-@pytest.fixture(scope='module')
-def nets(run):
-    """Both checkpoints of `run`, restored once with the run's settings (kept while in use)."""
+def nets(trained_run):
+    """Both checkpoints of `trained_run`, restored once with its settings (kept while in use)."""
     saved = config.as_dict()
-    backup.apply_run_config([f'--BACKUP_DIR={run}/backup'])
+    backup.apply_run_config([f'--BACKUP_DIR={trained_run}/backup'])
     opened = inference.Networks(inference.find_checkpoints(), batch_stats=True)
     yield opened
     opened.close()
@@ -200,14 +187,21 @@ def test_blending_removes_a_colour_offset():
 
 # --- the test set ---
 
+@pytest.fixture
+def without_dlib(monkeypatch):
+    """test.py as where dlib is missing: no identity column (its embeddings take most of the time
+    of a test-set run; only the first test below needs them)."""
+    monkeypatch.setattr(evaluate.FaceIdentity, 'load', classmethod(lambda cls: None))
+
+
 def read_report(out_dir):
     with open(os.path.join(out_dir, 'test', 'metrics.json')) as f:
         return json.load(f)
 
 
-def test_test_set_writes_grids_and_the_table(run, tmp_path, capsys):
+def test_test_set_writes_grids_and_the_table(trained_run, tmp_path, capsys):
     out = tmp_path / 'out'
-    assert script.main([f'--BACKUP_DIR={run}/backup', f'--OUTPUT_DIR={out}']) == 0
+    assert script.main([f'--BACKUP_DIR={trained_run}/backup', f'--OUTPUT_DIR={out}']) == 0
     printed = capsys.readouterr().out
     grids = sorted(os.listdir(out / 'test'))
     assert grids == ['grid_000.png', 'grid_001.png', 'grids.json', 'metrics.json', 'metrics.md']
@@ -244,11 +238,10 @@ def test_test_set_writes_grids_and_the_table(run, tmp_path, capsys):
         assert bold and all(abs(values[i] - best) < 0.01 for i in bold), (key, cells)
 
 
-def test_without_dlib_one_line_says_so_and_the_identity_column_is_left_out(run, tmp_path, capsys,
-                                                                           monkeypatch):
-    monkeypatch.setattr(evaluate.FaceIdentity, 'load', classmethod(lambda cls: None))
+def test_without_dlib_one_line_says_so_and_the_identity_column_is_left_out(trained_run, tmp_path, capsys,
+                                                                           without_dlib):
     out = tmp_path / 'out'
-    assert script.main([f'--BACKUP_DIR={run}/backup', f'--OUTPUT_DIR={out}', '--grids=0']) == 0
+    assert script.main([f'--BACKUP_DIR={trained_run}/backup', f'--OUTPUT_DIR={out}', '--grids=0']) == 0
     notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith('note:')]
     assert notes == [f'note: no identity column: {evaluate.FaceIdentity.INSTALL} adds it']
     report = read_report(out)
@@ -256,15 +249,15 @@ def test_without_dlib_one_line_says_so_and_the_identity_column_is_left_out(run, 
     assert all('identity' not in row for row in report['rows'])
 
 
-def test_test_set_numbers_are_the_metrics_of_the_fixed_holes(run, tmp_path):
+def test_test_set_numbers_are_the_metrics_of_the_fixed_holes(trained_run, tmp_path, without_dlib):
     """Recompute two rows from scratch: same holes, same means, nothing else mixed in."""
     out = tmp_path / 'out'
-    script.main([f'--BACKUP_DIR={run}/backup', f'--OUTPUT_DIR={out}', '--grids=0'])
+    script.main([f'--BACKUP_DIR={trained_run}/backup', f'--OUTPUT_DIR={out}', '--grids=0'])
     assert not [f for f in os.listdir(out / 'test') if f.startswith('grid_')]
     rows = {r['method']: r for r in read_report(out)['rows']}
-    truth = np.load(run / 'npy' / 'x_test.npy')
+    truth = np.load(trained_run / 'npy' / 'x_test.npy')
     masks, _ = data.test_holes(len(truth))
-    pixel = data.to_uint8(data.mean_pixel(np.load(run / 'npy' / 'x_train.npy')))
+    pixel = data.to_uint8(data.mean_pixel(np.load(trained_run / 'npy' / 'x_train.npy')))
     for name, filled in (('mean-pixel fill', evaluate.mean_fill(truth, masks, pixel)),
                          ('OpenCV Telea', evaluate.telea(evaluate.hide_holes(truth, masks), masks))):
         for key, values in evaluate.measure(filled, truth, masks).items():
@@ -285,9 +278,9 @@ def test_the_ground_truth_in_the_hole_changes_nothing(nets):
         assert (first[name] == second[name]).all(), name
 
 
-def test_one_checkpoint_is_said_and_shown(run, tmp_path, capsys):
+def test_one_checkpoint_is_said_and_shown(trained_run, tmp_path, capsys, without_dlib):
     only = tmp_path / 'backup'
-    shutil.copytree(run / 'backup', only, ignore=shutil.ignore_patterns('pretrained*'))
+    shutil.copytree(trained_run / 'backup', only, ignore=shutil.ignore_patterns('pretrained*'))
     out = tmp_path / 'out'
     script.main([f'--BACKUP_DIR={only}', f'--OUTPUT_DIR={out}', '--grids=1', '--batch-stats'])
     assert 'has no pretrained checkpoint' in capsys.readouterr().out
@@ -303,7 +296,7 @@ def test_one_checkpoint_is_said_and_shown(run, tmp_path, capsys):
 
 # --- your own photos ---
 
-def test_photo_at_an_odd_size_keeps_its_size_and_known_pixels(run, tmp_path):
+def test_photo_at_an_odd_size_keeps_its_size_and_known_pixels(trained_run, tmp_path):
     image = photo(157, 203)
     mask = np.zeros((157, 203), np.uint8)
     mask[40:70, 60:100] = 255
@@ -312,7 +305,7 @@ def test_photo_at_an_odd_size_keeps_its_size_and_known_pixels(run, tmp_path):
     write_png(tmp_path / 'photo.png', image)
     cv2.imwrite(str(tmp_path / 'mask.png'), mask)
     out = tmp_path / 'result.png'
-    script.main([f'--BACKUP_DIR={run}/backup', '--image', str(tmp_path / 'photo.png'),
+    script.main([f'--BACKUP_DIR={trained_run}/backup', '--image', str(tmp_path / 'photo.png'),
                  '--mask', str(tmp_path / 'mask.png'), '--out', str(out)])
     result = read_png(out)
     assert result.shape == (157, 203, 3)
@@ -320,10 +313,10 @@ def test_photo_at_an_odd_size_keeps_its_size_and_known_pixels(run, tmp_path):
     assert result[hole].mean() > 20  # filled, not left at the hidden hole's zeros
 
 
-def test_bfloat16_switch_completes_close_to_float32(run, tmp_path):
+def test_bfloat16_switch_completes_close_to_float32(trained_run, tmp_path):
     image = photo(64, 80, seed=7)
     write_png(tmp_path / 'photo.png', image)
-    common = [f'--BACKUP_DIR={run}/backup', '--image', str(tmp_path / 'photo.png'), '--box', '20,16,24,20']
+    common = [f'--BACKUP_DIR={trained_run}/backup', '--image', str(tmp_path / 'photo.png'), '--box', '20,16,24,20']
     script.main([*common, '--out', str(tmp_path / 'f32.png')])
     script.main([*common, '--out', str(tmp_path / 'bf16.png'), '--bfloat16'])
     f32, bf16 = read_png(tmp_path / 'f32.png'), read_png(tmp_path / 'bf16.png')
@@ -348,7 +341,7 @@ def test_photo_options_keep_size_and_known_pixels_and_never_see_the_hole(nets, r
     assert (inference.complete_photo(nets, backup.LATEST, other, hole, resize, blend) == result).all()
 
 
-def test_a_folder_of_photos_with_same_named_masks(run, tmp_path):
+def test_a_folder_of_photos_with_same_named_masks(trained_run, tmp_path):
     (tmp_path / 'photos').mkdir()
     (tmp_path / 'masks').mkdir()
     sizes = {'a': (40, 52), 'b': (33, 61)}
@@ -358,14 +351,14 @@ def test_a_folder_of_photos_with_same_named_masks(run, tmp_path):
         mask[5:15, 10:30] = 255
         cv2.imwrite(str(tmp_path / 'masks' / f'{name}.png'), mask)
     out = tmp_path / 'done'
-    script.main([f'--BACKUP_DIR={run}/backup', '--image', str(tmp_path / 'photos'),
+    script.main([f'--BACKUP_DIR={trained_run}/backup', '--image', str(tmp_path / 'photos'),
                  '--mask', str(tmp_path / 'masks'), '--out', str(out), '--model', 'pretrained'])
     assert sorted(os.listdir(out)) == ['a.png', 'b.png']
     for name, (h, w) in sizes.items():
         assert read_png(out / f'{name}.png').shape == (h, w, 3)
     os.remove(tmp_path / 'masks' / 'b.png')
     with pytest.raises(errors.UserError, match=r'no mask for .*b\.jpg .*expected b\.png'):
-        script.main([f'--BACKUP_DIR={run}/backup', '--image', str(tmp_path / 'photos'),
+        script.main([f'--BACKUP_DIR={trained_run}/backup', '--image', str(tmp_path / 'photos'),
                      '--mask', str(tmp_path / 'masks')])
 
 
@@ -381,7 +374,7 @@ def test_box_instead_of_a_mask(nets):
 # --- bad input: one line each ---
 
 def test_no_checkpoint_is_one_line_with_the_command(tmp_path):
-    result = run_cli('test.py', f'--BACKUP_DIR={tmp_path}/nothing')
+    result = run_script('test.py', f'--BACKUP_DIR={tmp_path}/nothing')
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.startswith('error:')]
     assert len(lines) == 1 and 'train first with python train.py' in lines[0], result.stderr
@@ -418,8 +411,8 @@ def inputs(tmp_path):
     (['--blend'], '--blend: only with --image'),
     (['--IMAGE_SIZE=64'], 'trained with IMAGE_SIZE=32 but the config says IMAGE_SIZE=64; drop --IMAGE_SIZE=64'),
 ])
-def test_bad_input_is_one_clear_error(run, inputs, args, message):
+def test_bad_input_is_one_clear_error(trained_run, inputs, args, message):
     args = [a.format(t=inputs) for a in args]
     with pytest.raises(errors.UserError, match=message) as error:
-        script.main([f'--BACKUP_DIR={run}/backup', *args])
+        script.main([f'--BACKUP_DIR={trained_run}/backup', *args])
     assert '\n' not in str(error.value)

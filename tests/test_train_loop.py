@@ -1,14 +1,23 @@
-"""train.py's loop: window means, epoch means and the stop rule stay right across a resume."""
+"""train.py's loop: window means, epoch means and the stop rule stay right across a resume;
+no save is written twice, and `pretrained` is the save it equals, linked or copied."""
+import errno
+import filecmp
+import os
+import signal
 import types
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import backup
 import config
+import errors
+import network
 import synthetic
+import to_npy
 import train
-from conftest import tiny_graph
+from conftest import tiny_args, tiny_graph
 
 tf1 = tf.compat.v1
 
@@ -78,3 +87,101 @@ def test_epoch_means_after_a_resume_cover_every_step_of_the_epoch(tiny_config, t
         assert means['mse'] == pytest.approx(whole['mse'], rel=1e-6), stop
         if stop < 6:
             assert partial['mse'] != pytest.approx(whole['mse'], rel=1e-3)  # the test can tell
+
+
+# --- saves ---
+
+def recorded(monkeypatch, owner, name):
+    """Replace owner.name by a wrapper that records each call's arguments; returns the list."""
+    calls, real = [], getattr(owner, name)
+
+    def record(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(owner, name, record)
+    return calls
+
+
+@pytest.fixture
+def tiny_data(tmp_path):
+    """20 synthetic faces under tmp_path: 19 for training (2 steps an epoch), 1 for testing."""
+    to_npy.main(['--demo', '20', *tiny_args(tmp_path)])
+    return tmp_path
+
+
+def train_in_process(folder, capsys, *args):
+    """train.main on the files under folder, in a graph of its own: (exit status, printed)."""
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with tf.Graph().as_default():
+            status = train.main([*tiny_args(folder), *args])
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    return status, capsys.readouterr().out
+
+
+def test_a_run_stopped_by_max_epoch_keeps_the_save_of_its_last_epoch(tiny_data, capsys, monkeypatch):
+    saves = recorded(monkeypatch, backup, 'save')
+    recalibrations = recorded(monkeypatch, network.Model, 'recalibrate')
+    status, printed = train_in_process(tiny_data, capsys, '--PRETRAIN_EPOCH=2', '--MAX_EPOCH=1')
+    latest = tiny_data / 'backup' / 'latest-2'
+    assert status == 0
+    assert 'epoch 1 phase 1: ' in printed and f'saved {latest}\n' in printed
+    assert f'stopped: reached MAX_EPOCH=1; saved {latest}\n' in printed
+    assert len(saves) == len(recalibrations) == 1
+
+
+@pytest.mark.parametrize('links', [True, False])
+def test_pretrained_is_the_save_it_equals_linked_or_copied(tiny_data, capsys, monkeypatch, links):
+    """Where the file system has no hard links (os.link fails), the files are copied."""
+    if not links:
+        def no_links(source, target):
+            raise OSError(errno.EPERM, 'Operation not permitted', source)
+        monkeypatch.setattr(os, 'link', no_links)
+    saves = recorded(monkeypatch, backup, 'save')
+    status, printed = train_in_process(tiny_data, capsys, '--PRETRAIN_EPOCH=1', '--D_EPOCH=1', '--MAX_EPOCH=3')
+    folder = tiny_data / 'backup'
+    assert status == 0 and f'phase 1 done after 1 epochs: saved {folder / "pretrained"}\n' in printed
+    assert [(name, step) for _, _, name, step in saves] == [('latest', 2), ('latest', 4), ('latest', 6)]
+    files = sorted(path.name[len('latest-2'):] for path in folder.glob('latest-2.*'))
+    assert files == ['.data-00000-of-00001', '.index']
+    assert sorted(path.name for path in folder.glob('pretrained*')) == [f'pretrained{f}' for f in files]
+    for suffix in files:
+        same = folder / f'latest-2{suffix}', folder / f'pretrained{suffix}'
+        assert os.path.samefile(*same) == links and filecmp.cmp(*same, shallow=False)
+    reader = tf.compat.v1.train.NewCheckpointReader(str(folder / 'pretrained'))
+    assert (reader.get_tensor('state/phase'), reader.get_tensor('state/step')) == (1, 2)
+
+
+def test_a_failed_alias_keeps_the_previous_save_in_charge(tiny_config, tmp_path, monkeypatch):
+    """No room for the copy (os.link failing too): one line, the old `pretrained` whole, no
+    temporary file left."""
+    tf1 = tf.compat.v1
+    config.set_values({'BACKUP_DIR': str(tmp_path)})
+    with tf.Graph().as_default():
+        variable = tf1.get_variable('v', [2], initializer=tf1.zeros_initializer())
+        saver = tf1.train.Saver()
+        with tf1.Session() as sess:
+            sess.run(tf1.global_variables_initializer())
+            backup.save(sess, saver, backup.PRETRAINED)
+            sess.run(variable.assign([1.0, 2.0]))
+            latest = backup.save(sess, saver, backup.LATEST, 3)
+    before = {path.name: path.read_bytes() for path in tmp_path.glob('pretrained.*')}
+
+    def no_room(source, target):
+        with open(target, 'wb') as f:
+            f.write(b'half')
+        raise OSError(errno.ENOSPC, 'No space left on device')
+    monkeypatch.setattr(os, 'link', lambda source, target: no_room(source, target))
+    monkeypatch.setattr(backup.shutil, 'copyfile', no_room)
+    with pytest.raises(errors.UserError, match=r'^could not save to .*No space left on device.*the previous '
+                                               r'checkpoint is unchanged') as error:
+        backup.alias(latest, backup.PRETRAINED)
+    assert '\n' not in str(error.value)
+    assert {path.name: path.read_bytes() for path in tmp_path.glob('pretrained.*')} == before
+    assert not list(tmp_path.glob('*tempstate*'))
+    monkeypatch.undo()
+    assert backup.alias(latest, backup.PRETRAINED) == str(tmp_path / 'pretrained')
+    reader = tf1.train.NewCheckpointReader(str(tmp_path / 'pretrained'))
+    assert reader.get_tensor('v').tolist() == [1.0, 2.0]
