@@ -50,11 +50,14 @@ def check_tf_config():
     if not isinstance(task, dict) or 'type' not in task or 'index' not in task:
         raise UserError(f'TF_CONFIG names a cluster but not this worker\'s "task" with its "type" and "index" '
                         f'{TF_CONFIG_EXAMPLE}')
-    tasks = cluster.get(task['type'])
-    if not isinstance(tasks, list) or type(task['index']) is not int or not 0 <= task['index'] < len(tasks):
-        count = f'{len(tasks)} {task["type"]} address(es)' if isinstance(tasks, list) else f'no list {task["type"]!r}'
-        raise UserError(f'TF_CONFIG\'s task {task["type"]!r} index {task["index"]!r} is not in its cluster, '
-                        f'which has {count}: give each worker its own index from 0')
+    kind, index = task['type'], task['index']
+    if not isinstance(kind, str) or not isinstance(cluster.get(kind), list):
+        raise UserError(f'TF_CONFIG\'s task type {kind!r} has no list of addresses in its "cluster" '
+                        f'{TF_CONFIG_EXAMPLE}')
+    count = len(cluster[kind])
+    if type(index) is not int or not 0 <= index < count:
+        raise UserError(f'TF_CONFIG\'s task {kind!r} index {index!r} is not in its cluster, which has {count} '
+                        f'{kind} address(es): give each worker its own index from 0 to {count - 1}')
 
 
 class Replicas:
