@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 
 import filelock
 import tensorflow as tf
@@ -33,7 +34,8 @@ def _path(name):
 
 
 def make_folder(key):
-    """Create the folder setting `key` names (BACKUP_DIR, OUTPUT_DIR) if need be; UserError if it cannot."""
+    """Create the folder setting `key` names (BACKUP_DIR, OUTPUT_DIR) if need be and check that
+    files can be made in it (a nameless one, which leaves nothing behind); UserError if not."""
     folder = getattr(config, key)
     try:
         os.makedirs(folder, exist_ok=True)
@@ -41,6 +43,11 @@ def make_folder(key):
         raise UserError(f'{key}={folder} is a file, not a folder: set --{key} to a folder')
     except OSError as error:
         raise UserError(f'cannot create {key}={folder} ({error.strerror}): set --{key} to a folder you can write')
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        raise UserError(f'cannot write in {folder}/ ({error.strerror}): fix its permissions or set --{key} '
+                        f'to a folder you can write')
 
 
 def lock():

@@ -21,8 +21,6 @@ import network
 from errors import UserError
 
 tf1 = tf.compat.v1
-
-
 TF_CONFIG_EXAMPLE = ('(expected e.g. {"cluster": {"worker": ["host0:2222", "host1:2222"]}, '
                      '"task": {"type": "worker", "index": 0}})')
 

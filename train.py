@@ -66,6 +66,7 @@ class LossLog:
         self.png = os.path.join(config.OUTPUT_DIR, 'loss.png')
         # Rows past the restored epoch belong to work that was not saved.
         self.rows = [r for r in plots.read_rows(self.csv) if int(r['epoch']) <= epoch]
+        backup.write_owner()  # these files are this run's (train.claim_outputs checked it)
         self._write()
         self.writer = tf1.summary.FileWriter(os.path.join(config.OUTPUT_DIR, 'logs'))
 
@@ -279,8 +280,8 @@ def take_over_files(args):
 
 
 def claim_outputs():
-    """Refuse an OUTPUT_DIR whose loss.csv holds another run's rows (LossLog would cut them to this
-    run's epoch); else record this BACKUP_DIR as the owner of its files."""
+    """Refuse an OUTPUT_DIR whose loss.csv holds another run's rows: LossLog would cut them to
+    this run's epoch."""
     if plots.read_rows(os.path.join(config.OUTPUT_DIR, 'loss.csv')):
         owner = backup.read_owner()
         if owner != os.path.realpath(config.BACKUP_DIR):
@@ -291,7 +292,6 @@ def claim_outputs():
                                    f'{f"the run in {owner}" if owner else "another run"}, not of this one '
                                    f'({config.BACKUP_DIR}); nothing was changed: give this run its own '
                                    f'--OUTPUT_DIR={own}')
-    backup.write_owner(config.OUTPUT_DIR)
 
 
 def keep_newer(saver, checkpoint, epoch, step):

@@ -318,7 +318,7 @@ def test_train_py_checks_loss_csv_before_building_the_graph(tmp_path):
     npy = small_npy(tmp_path)
     output = tmp_path / 'output'
     output.mkdir()
-    (output / 'loss.csv').write_text(','.join(train.LOSS_FIELDS) + '\n1,x,4,3.3,0.02,,\n')
+    (output / 'loss.csv').write_text(','.join(train.LOSS_FIELDS) + '\none,1,4,3.3,0.02,,\n')
     (output / 'run.json').write_text(json.dumps({'BACKUP_DIR': str(tmp_path / 'backup')}))  # this run's
     with pytest.raises(UserError, match='line 2 is not a row of losses'):
         train.main(tiny_args(tmp_path, NPY_DIR=npy, MAX_EPOCH=0))
