@@ -302,7 +302,7 @@ def keep_newer(saver, checkpoint, epoch, step):
         return
     backup.adopt(saver)  # the Saver must not rotate the moved saves away
     outputs = backup.copy_outputs_aside(previous, epoch)
-    also = f', the losses and later sample grids to {outputs}/' if outputs else ''
+    also = f', a copy of the losses and the later sample grids to {outputs}/' if outputs else ''
     print(f'going back to {checkpoint}: moved the newer saves to {previous}/{also} (python train.py '
           f'--BACKUP_DIR={previous}{f" --OUTPUT_DIR={outputs}" if outputs else ""} goes on with them)')
 
