@@ -20,9 +20,22 @@ def replace(path, mode='w', **kwargs):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        sync_folder(folder)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
+
+
+def sync_folder(folder):
+    """Flush a folder's entries, so a rename in it survives a crash; Windows cannot open a folder."""
+    if os.name == 'nt':
+        return
+    handle = os.open(folder or '.', os.O_RDONLY)
+    try:
+        with contextlib.suppress(OSError):  # some file systems refuse it; the rename stands anyway
+            os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 def write_bytes(path, content):

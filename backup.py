@@ -5,6 +5,7 @@ and `pretrained` (end of phase 1: hard links to the `latest` save it equals).
 TensorFlow writes each one under a temporary name and only then points the
 `checkpoint` file at it, so a crash mid-save leaves the previous save in charge.
 """
+import ast
 import datetime
 import glob
 import itertools
@@ -12,22 +13,42 @@ import json
 import os
 import re
 import shutil
+import tempfile
 
 import filelock
 import tensorflow as tf
 
+import atomic
 import config
 import data
 from errors import UserError
 
 tf1 = tf.compat.v1
 LATEST, PRETRAINED = 'latest', 'pretrained'
-RUN_OUTPUTS = ('loss.csv', 'loss.png', 'logs')  # with epoch_NNNN.png: a run's files in OUTPUT_DIR
+OWNER = 'run.json'  # in OUTPUT_DIR: the BACKUP_DIR of the run whose files these are
+RUN_OUTPUTS = ('loss.csv', 'loss.png', 'logs', OWNER)  # with epoch_NNNN.png: a run's files in OUTPUT_DIR
 NEWER_KEYS = {'WIDTH': 1}  # settings newer than some config.json files: the value those runs had
 
 
 def _path(name):
     return os.path.join(config.BACKUP_DIR, name)
+
+
+def make_folder(key):
+    """Create the folder setting `key` names (BACKUP_DIR, OUTPUT_DIR) if need be and check that
+    files can be made in it (a nameless one, which leaves nothing behind); UserError if not."""
+    folder = getattr(config, key)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except FileExistsError:
+        raise UserError(f'{key}={folder} is a file, not a folder: set --{key} to a folder')
+    except OSError as error:
+        raise UserError(f'cannot create {key}={folder} ({error.strerror}): set --{key} to a folder you can write')
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        raise UserError(f'cannot write in {folder}/ ({error.strerror}): fix its permissions or set --{key} '
+                        f'to a folder you can write')
 
 
 def lock():
@@ -36,8 +57,12 @@ def lock():
     flock on Linux and macOS, LockFileEx on Windows (through filelock). Windows also keeps the
     locked first byte from being read, so the holder's pid is written after it.
     """
-    os.makedirs(config.BACKUP_DIR, exist_ok=True)
-    handle = open(_path('train.lock'), 'a+')  # not 'w': that would erase the holder's pid
+    make_folder('BACKUP_DIR')
+    try:
+        handle = open(_path('train.lock'), 'a+')  # not 'w': that would erase the holder's pid
+    except OSError as error:
+        raise UserError(f'cannot write in {config.BACKUP_DIR}/ ({error.strerror}: {_path("train.lock")}): '
+                        f'fix its permissions or set --BACKUP_DIR to a folder you can write')
     if not filelock.lock_descriptor(handle.fileno(), blocking=False):
         try:
             handle.seek(1)
@@ -54,17 +79,22 @@ def lock():
     return handle
 
 
-def _move_into_previous(folder, names, stamp):
-    """Move names of folder into folder/previous-<stamp>/ (a new one); returns it, or None if no names."""
-    if not names:
-        return None
+def _new_previous(folder, stamp):
+    """Create folder/previous-<stamp>/ (a new one) and return it."""
     target = os.path.join(folder, f'previous-{stamp}')
     for suffix in itertools.count(2):  # two --fresh in one second get previous-<stamp>-2
         try:
             os.makedirs(target)
-            break
+            return target
         except FileExistsError:
             target = os.path.join(folder, f'previous-{stamp}-{suffix}')
+
+
+def _move_into_previous(folder, names, stamp):
+    """Move names of folder into folder/previous-<stamp>/ (a new one); returns it, or None if no names."""
+    if not names:
+        return None
+    target = _new_previous(folder, stamp)
     for name in names:
         os.replace(os.path.join(folder, name), os.path.join(target, name))
     return target
@@ -88,6 +118,88 @@ def move_outputs_aside(previous):
     return _move_into_previous(config.OUTPUT_DIR, sorted(names), stamp)
 
 
+def move_newer_aside(checkpoint, step):
+    """Going back (--resume of an older save, at `step`): move the saves after it, their list and a
+    copy of config.json into BACKUP_DIR/previous-<time>/, which then resumes where they stopped,
+    and list here only those before it, so the run neither writes over them nor rotates them
+    away. Returns the folder, or None if no save is newer."""
+    newer = [p for p in _saves() if _step(p) >= step and os.path.realpath(p) != os.path.realpath(checkpoint)]
+    pretrained = _path(PRETRAINED)
+    if os.path.exists(f'{pretrained}.index') and os.path.realpath(pretrained) != os.path.realpath(checkpoint):
+        try:
+            if tf1.train.NewCheckpointReader(pretrained).get_tensor('state/step') > step:
+                newer.append(pretrained)  # phase 1 ended after this save: the run will end it again
+        except (tf.errors.OpError, ValueError):
+            pass  # unreadable: left where it is
+    if not newer:
+        return None
+    files = [os.path.basename(f) for p in newer for f in glob.glob(glob.escape(p) + '.*')]
+    previous = _move_into_previous(config.BACKUP_DIR, files, datetime.datetime.now().strftime('%Y%m%d-%H%M%S'))
+    if os.path.exists(_path('config.json')):
+        shutil.copy2(_path('config.json'), previous)
+    moved = sorted((os.path.basename(p) for p in newer if _step(p) is not None), key=_step)
+    _write_list(previous, moved)
+    _write_list(config.BACKUP_DIR, sorted((os.path.basename(p) for p in _saves()), key=_step))
+    return previous
+
+
+def _write_list(folder, names):
+    """Write folder's `checkpoint` file as TensorFlow's Saver does: names oldest first, the last
+    one current (relative paths); with no names, remove it."""
+    path = os.path.join(folder, 'checkpoint')
+    if not names:
+        if os.path.exists(path):
+            os.remove(path)
+        return
+    atomic.write_text(path, f'model_checkpoint_path: "{names[-1]}"\n'
+                      + ''.join(f'all_model_checkpoint_paths: "{name}"\n' for name in names))
+
+
+def copy_outputs_aside(previous, epoch):
+    """Going back to an older save (its epoch `epoch`): copy OUTPUT_DIR's loss.csv, loss.png,
+    run.json and logs/, and move the sample grids after `epoch`, into OUTPUT_DIR/previous-<time>/
+    (the time of the checkpoints' folder `previous`). Returns that folder, or None if nothing was there."""
+    grids = [n for n in os.listdir(config.OUTPUT_DIR)
+             if re.fullmatch(r'epoch_\d+\.png', n) and int(n[len('epoch_'):-len('.png')]) > epoch]
+    copies = [n for n in RUN_OUTPUTS if os.path.exists(os.path.join(config.OUTPUT_DIR, n))]
+    if not grids and not copies:
+        return None
+    target = _new_previous(config.OUTPUT_DIR, os.path.basename(previous)[len('previous-'):])
+    for name in grids:
+        os.replace(os.path.join(config.OUTPUT_DIR, name), os.path.join(target, name))
+    for name in copies:
+        source = os.path.join(config.OUTPUT_DIR, name)
+        (shutil.copytree if os.path.isdir(source) else shutil.copy2)(source, os.path.join(target, name))
+    write_owner(target, previous)  # that folder now goes with the moved saves
+    return target
+
+
+def read_owner():
+    """Real path of the BACKUP_DIR whose run wrote OUTPUT_DIR's files (loss.csv...), or None if unknown.
+    Without a record (older versions wrote none): this BACKUP_DIR if its config.json names OUTPUT_DIR."""
+    path = os.path.join(config.OUTPUT_DIR, OWNER)
+    if not os.path.exists(path):
+        saved = read_run_config() or {}
+        named = os.path.realpath(saved['OUTPUT_DIR']) if isinstance(saved.get('OUTPUT_DIR'), str) else None
+        return os.path.realpath(config.BACKUP_DIR) if named == os.path.realpath(config.OUTPUT_DIR) else None
+    try:
+        with open(path) as f:
+            return os.path.realpath(json.load(f)['BACKUP_DIR'])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UserError(f'{path} is unreadable ({error!r}); it names the BACKUP_DIR whose run wrote '
+                        f'loss.csv beside it: restore it, or move loss.csv away')
+
+
+def write_owner(output_dir=None, backup_dir=None):
+    """Record backup_dir (BACKUP_DIR) as the owner of output_dir's (OUTPUT_DIR's) files."""
+    output_dir, backup_dir = output_dir or config.OUTPUT_DIR, backup_dir or config.BACKUP_DIR
+    try:
+        data.write_json(os.path.join(output_dir, OWNER), {'BACKUP_DIR': os.path.realpath(backup_dir)})
+    except OSError as error:
+        raise UserError(f'cannot write in {output_dir}/ ({error.strerror}): fix its permissions or set '
+                        f'--OUTPUT_DIR to a folder you can write')
+
+
 def read_run_config(directory=None):
     """The config.json saved with the checkpoints, or None if there is none."""
     path = os.path.join(directory or config.BACKUP_DIR, 'config.json')
@@ -101,7 +213,29 @@ def read_run_config(directory=None):
     if not isinstance(saved, dict):
         raise UserError(f'{path} holds a {type(saved).__name__}, not the settings of a run; restore it '
                         f'or start over with --fresh')
+    for key, value in saved.items():
+        default = getattr(config, key, None) if key in config.keys() else None
+        if default is not None and not _same_type(value, default):
+            raise UserError(f'{path}: {key}={value!r}: expected {type(default).__name__}, got '
+                            f'{type(value).__name__}; write "{key}": {json.dumps(_as_type(value, default))} there')
     return {**NEWER_KEYS, **saved}
+
+
+def _same_type(value, default):
+    """As the command line checks it: the type of config.py's value, an int also for a float."""
+    return type(value) is type(default) or (type(default) is float and type(value) is int)
+
+
+def _as_type(value, default):
+    """value as default's type if it reads as one ("32" -> 32, 32.0 -> 32), else default."""
+    if isinstance(value, str):
+        try:
+            value = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            return default
+    if type(default) is int and type(value) is float and value.is_integer():
+        value = int(value)
+    return value if _same_type(value, default) else default
 
 
 def write_run_config():
@@ -165,21 +299,24 @@ def _saves():
     return sorted((p for p in prefixes if _step(p) is not None), key=_step, reverse=True)
 
 
-def _way_out(than=None):
-    """What to run instead: the newest save older than checkpoint `than` (by step), or --fresh."""
+def _way_out(than=None, training=False):
+    """What to run instead: the newest save older than checkpoint `than` (by step), or --fresh.
+    training: said to train.py, which takes --resume and --fresh; the scripts that only read a
+    model take neither, so they are told the train.py command."""
     older = [p for p in _saves() if p != than and (_step(than) is None or _step(p) < _step(than))]
     if than != _path(PRETRAINED) and os.path.exists(_path(f'{PRETRAINED}.index')):
         older.append(_path(PRETRAINED))
-    fresh = 'start over with --fresh (which moves the old files aside)'
-    return f'resume from an older save with --resume {older[0]} or {fresh}' if older else fresh
+    run = '' if training else 'python train.py '
+    fresh = f'start over with {run}--fresh (which moves the old files aside)'
+    return f'resume from an older save with {run}--resume {older[0]} or {fresh}' if older else fresh
 
 
-def find(name=LATEST):
+def find(name=LATEST, training=False):
     """Path prefix of the newest `latest` checkpoint or of `pretrained`, or None if never saved.
 
     Raises UserError when saves exist but the `checkpoint` file does not say which is the
     newest (missing, damaged, or naming files that are gone): starting over there would
-    overwrite them.
+    overwrite them. training: the way out is said to train.py (see _way_out).
     """
     if name == PRETRAINED:
         path = _path(PRETRAINED)
@@ -188,18 +325,19 @@ def find(name=LATEST):
     if not os.path.exists(index):
         if _saves():
             raise UserError(f'{index} is missing, so the newest of the saves in {config.BACKUP_DIR}/ is '
-                            f'unknown; nothing was changed: {_way_out()}')
+                            f'unknown; nothing was changed: {_way_out(training=training)}')
         return None
     try:
         state = tf1.train.get_checkpoint_state(config.BACKUP_DIR)  # None if it does not parse
     except (tf.errors.OpError, ValueError):
         state = None
     if state is None or not state.model_checkpoint_path:
-        raise UserError(f'{index} is damaged (it names no checkpoint); nothing was changed: {_way_out()}')
+        raise UserError(f'{index} is damaged (it names no checkpoint); nothing was changed: '
+                        f'{_way_out(training=training)}')
     path = state.model_checkpoint_path  # already joined to BACKUP_DIR (relative paths saved)
     if not os.path.exists(f'{path}.index'):
         raise UserError(f'{index} points at {path}, whose files are missing; nothing was changed: '
-                        f'{_way_out(path)}')
+                        f'{_way_out(path, training)}')
     return path
 
 
@@ -236,11 +374,12 @@ def remove_partial(keep=None):
     return removed
 
 
-def restore(sess, saver, path, optional=()):
+def restore(sess, saver, path, optional=(), training=False):
     """Load a checkpoint, turning a damaged one into a one-line error with the way out.
 
     optional: names of variables that older checkpoints lack; they keep their initial
     values (the graph must not be finalized yet, to build the Saver that skips them).
+    training: the way out is said to train.py (see _way_out).
     """
     if not os.path.exists(f'{path}.index'):
         raise UserError(f'no checkpoint {path} ({path}.index is missing)')
@@ -255,7 +394,7 @@ def restore(sess, saver, path, optional=()):
     except (tf.errors.OpError, ValueError) as error:
         damaged = _damaged_file(path, error)
         what = f'{damaged} is damaged' if damaged else f'checkpoint {path} does not match this graph'
-        raise UserError(f'{what} ({_reason(error)}); nothing was changed: {_way_out(path)}')
+        raise UserError(f'{what} ({_reason(error)}); nothing was changed: {_way_out(path, training)}')
 
 
 def _missing(path, optional):

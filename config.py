@@ -46,6 +46,7 @@ STOP_LOSS = 0.85  # phase 3 ends when an epoch's mean d_loss (cross-entropy on r
 SAVE_MINUTES = 10.0  # also save backup/latest this often within an epoch, minutes
 KEEP_CHECKPOINTS = 3  # older backup/latest checkpoints kept besides the newest
 LOG_EVERY = 10  # steps between TensorBoard points and progress-bar updates
+WORKER_WAIT_SECONDS = 600.0  # with TF_CONFIG: how long a worker waits for the others (at the start, then in each step) before it stops, s
 SAMPLE_COUNT = 8  # fixed test images in each output/epoch_NNNN.png
 
 # --- presets ---
@@ -199,6 +200,7 @@ def validate():
     need(SAVE_MINUTES > 0, 'SAVE_MINUTES', 'must be > 0')
     need(KEEP_CHECKPOINTS >= 1, 'KEEP_CHECKPOINTS', 'must be >= 1')
     need(LOG_EVERY >= 1, 'LOG_EVERY', 'must be >= 1')
+    need(WORKER_WAIT_SECONDS > 0, 'WORKER_WAIT_SECONDS', 'must be > 0')
     need(SAMPLE_COUNT >= 1, 'SAMPLE_COUNT', 'must be >= 1')
 
 

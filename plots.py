@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 import atomic  # noqa: E402
+from errors import UserError  # noqa: E402
 
 PHASE_NAMES = {1: 'phase 1: completion (mse)', 2: 'phase 2: discriminator', 3: 'phase 3: joint'}
 
@@ -52,10 +53,39 @@ def show_holes(images, masks):
 
 
 def read_rows(csv_path):
+    """The rows of a loss.csv as dicts of strings; [] if there is none. A row that is not
+    numbers under the header (integer epoch, phase and step) is a UserError naming its line."""
     if not os.path.exists(csv_path):
         return []
-    with open(csv_path, newline='') as f:
-        return list(csv.DictReader(f))
+    rows = []
+    try:
+        with open(csv_path, newline='') as f:
+            reader = csv.DictReader(f)
+            for row in reader:
+                if not _numbers(row):
+                    raise UserError(f'{csv_path} line {reader.line_num} is not a row of losses under its '
+                                    f'header; correct or delete that line')
+                rows.append(row)
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise UserError(f'{csv_path} is unreadable ({error}); move it away to start a new one')
+    return rows
+
+
+def _numbers(row):
+    """True if a csv row has a value for every header field and none more (DictReader puts the
+    extra under None, None for a missing one), integers for epoch, phase and step, numbers or blanks else."""
+    if None in row or None in row.values() or not {'epoch', 'phase'} <= row.keys():
+        return False
+    return (all(_parses(int, row[k]) for k in ('epoch', 'phase', 'step') if k in row)
+            and all(_parses(float, v) for v in row.values() if v))
+
+
+def _parses(kind, text):
+    try:
+        kind(text)
+    except ValueError:
+        return False
+    return True
 
 
 def plot_losses(csv_path, png_path):

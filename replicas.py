@@ -7,6 +7,11 @@ are all-reduced and one update is applied (network.Model._build_training).
 """
 import contextlib
 import hashlib
+import json
+import os
+import signal
+import threading
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -16,25 +21,65 @@ import network
 from errors import UserError
 
 tf1 = tf.compat.v1
-WAIT_SECONDS = 600  # how long a collective op waits for another worker before the run stops
+TF_CONFIG_EXAMPLE = ('(expected e.g. {"cluster": {"worker": ["host0:2222", "host1:2222"]}, '
+                     '"task": {"type": "worker", "index": 0}})')
+
+
+class Stopped(Exception):
+    """Ctrl-C or SIGTERM while this worker waited for the others; args[0] is the signal."""
+
+
+def check_tf_config():
+    """One-line errors for a TF_CONFIG that TensorFlow would reject with a traceback."""
+    text = os.environ.get('TF_CONFIG', '').strip()
+    if not text:
+        return
+    try:
+        spec = json.loads(text)
+    except ValueError as error:
+        raise UserError(f'TF_CONFIG is not valid JSON ({error}) {TF_CONFIG_EXAMPLE}')
+    if not isinstance(spec, dict):
+        raise UserError(f'TF_CONFIG holds a {type(spec).__name__}, not an object {TF_CONFIG_EXAMPLE}')
+    cluster, task = spec.get('cluster') or {}, spec.get('task')
+    if not isinstance(cluster, dict):
+        raise UserError(f'TF_CONFIG\'s "cluster" is a {type(cluster).__name__}, not an object {TF_CONFIG_EXAMPLE}')
+    if not cluster:
+        return
+    if not isinstance(task, dict) or 'type' not in task or 'index' not in task:
+        raise UserError(f'TF_CONFIG names a cluster but not this worker\'s "task" with its "type" and "index" '
+                        f'{TF_CONFIG_EXAMPLE}')
+    kind, index = task['type'], task['index']
+    if not isinstance(kind, str) or not isinstance(cluster.get(kind), list):
+        raise UserError(f'TF_CONFIG\'s task type {kind!r} has no list of addresses in its "cluster" '
+                        f'{TF_CONFIG_EXAMPLE}')
+    count = len(cluster[kind])
+    if type(index) is not int or not 0 <= index < count:
+        raise UserError(f'TF_CONFIG\'s task {kind!r} index {index!r} is not in its cluster, which has {count} '
+                        f'{kind} address(es): give each worker its own index from 0 to {count - 1}')
 
 
 class Replicas:
     """The strategy (None for one device), its session, and which worker writes the files."""
 
     def __init__(self):
+        check_tf_config()
         resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
-        jobs = resolver.cluster_spec().as_dict()
+        try:
+            jobs = resolver.cluster_spec().as_dict()
+        except (TypeError, ValueError) as error:
+            raise UserError(f'TF_CONFIG: {error} {TF_CONFIG_EXAMPLE}')
         self.workers = max(1, sum(len(jobs.get(job, [])) for job in ('chief', 'worker')))
         self.cpu_devices = 1
         self.strategy = None
         if self.workers > 1:
             self.resolver = resolver
             self.task = f'{resolver.task_type} {resolver.task_id}'
+            self.others = [address for job in ('chief', 'worker') for i, address in enumerate(jobs.get(job, []))
+                           if (job, i) != (resolver.task_type, resolver.task_id)]
             # Worker 0 (or the 'chief' task) writes checkpoints and outputs, as TensorFlow's own tools do.
             self.chief = resolver.task_type == 'chief' or (resolver.task_type == 'worker' and resolver.task_id == 0
                                                              and 'chief' not in jobs)
-            options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=WAIT_SECONDS)
+            options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=config.WORKER_WAIT_SECONDS)
             self.strategy = tf.distribute.MultiWorkerMirroredStrategy(resolver, options)
         else:
             self.chief, self.task = True, None
@@ -84,6 +129,44 @@ class Replicas:
         self._server = tf.distribute.Server(self.resolver.cluster_spec(), job_name=self.resolver.task_type,
                                             task_index=self.resolver.task_id, config=settings)
         return tf1.Session(self._server.target, config=settings)
+
+    def start(self, sess, fetches, stopped=lambda: None):
+        """Run the session's first fetches. Several workers wait there until every one has joined:
+        the wait runs in a thread so that Ctrl-C and SIGTERM still end it (raising Stopped), and
+        it gives up after WORKER_WAIT_SECONDS. stopped(): the signal that came before, if any."""
+        if self.workers == 1:
+            return sess.run(fetches)
+        print(f'waiting up to WORKER_WAIT_SECONDS={config.WORKER_WAIT_SECONDS:g} s for the other workers '
+              f'({", ".join(self.others)})', flush=True)
+        outcome = {}
+
+        def run():
+            try:
+                outcome['value'] = sess.run(fetches)
+            except Exception as error:  # handed to the main thread below
+                outcome['error'] = error
+
+        def stop(signum, _frame):
+            raise Stopped(signum)
+        thread = threading.Thread(target=run, daemon=True)  # daemon: an exit need not wait for it
+        handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            thread.start()
+            deadline = time.monotonic() + config.WORKER_WAIT_SECONDS
+            while thread.is_alive() and time.monotonic() < deadline:
+                if stopped():
+                    raise Stopped(stopped())
+                thread.join(0.2)  # signal handlers run between these waits
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+        if thread.is_alive():
+            raise UserError(f'not every worker answered within WORKER_WAIT_SECONDS={config.WORKER_WAIT_SECONDS:g} s '
+                            f'({", ".join(self.others)}): start each with the same command and its own TF_CONFIG '
+                            f'index, then this one again (or raise --WORKER_WAIT_SECONDS)')
+        if 'error' in outcome:
+            raise outcome['error']
+        return outcome['value']
 
     def build_agreement(self):
         """Several workers: an op that gives every worker the same stop/save decision (any worker's

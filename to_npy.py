@@ -262,8 +262,12 @@ def main(argv):
                 raise errors.UserError(no_images_message(src))
             images, skipped = pick_images(paths, config.NUM_IMAGES)
             source = os.path.abspath(src)
+            unreadable = f' ({len(skipped)} files could not be read)' if skipped else ''
+            if not len(images):
+                raise errors.UserError(no_images_message(src) + unreadable)
             if len(images) < 2:
-                raise errors.UserError(no_images_message(src) + f' ({len(skipped)} files could not be read)')
+                raise errors.UserError(f'only one usable image in {src}/{unreadable}; need at least 2 (one for '
+                                       f'each split): add photos, or run python to_npy.py --demo for synthetic faces')
         meta, previous = write_dataset(images, source, skipped)
     print(f'wrote {meta["train"]} train + {meta["test"]} test images of {config.IMAGE_SIZE}x'
           f'{config.IMAGE_SIZE} to {config.NPY_DIR}/ in {time.time() - start:.1f} s'

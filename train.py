@@ -13,6 +13,7 @@ import csv
 import dataclasses
 import os
 import signal
+import sys
 import time
 
 import cli
@@ -66,6 +67,7 @@ class LossLog:
         self.png = os.path.join(config.OUTPUT_DIR, 'loss.png')
         # Rows past the restored epoch belong to work that was not saved.
         self.rows = [r for r in plots.read_rows(self.csv) if int(r['epoch']) <= epoch]
+        backup.write_owner()  # these files are this run's (train.claim_outputs checked it)
         self._write()
         self.writer = tf1.summary.FileWriter(os.path.join(config.OUTPUT_DIR, 'logs'))
 
@@ -272,8 +274,9 @@ def train(sess, model, saver, finite, train_images, test_images, interrupt, para
 
 
 def take_over_files(args):
-    """The writing worker's part before training: the lock, leftovers of a crash, --fresh."""
-    os.makedirs(config.OUTPUT_DIR, exist_ok=True)
+    """The writing worker's part before training: the lock, leftovers of a crash, --fresh, and
+    OUTPUT_DIR's files, which must be this run's."""
+    backup.make_folder('OUTPUT_DIR')
     lock = backup.lock()  # held until the process ends
     partial = backup.remove_partial(keep=args.resume)
     if partial:
@@ -285,7 +288,36 @@ def take_over_files(args):
         outputs = backup.move_outputs_aside(moved)
         if outputs:
             print(f'moved its loss.csv, loss.png, logs/ and sample grids to {outputs}/')
+    claim_outputs()
     return lock
+
+
+def claim_outputs():
+    """Refuse an OUTPUT_DIR whose loss.csv holds another run's rows: LossLog would cut them to
+    this run's epoch."""
+    if plots.read_rows(os.path.join(config.OUTPUT_DIR, 'loss.csv')):
+        owner = backup.read_owner()
+        if owner != os.path.realpath(config.BACKUP_DIR):
+            own = os.path.join(os.path.dirname(os.path.normpath(config.BACKUP_DIR)), 'output')
+            if os.path.realpath(own) == os.path.realpath(config.OUTPUT_DIR):
+                own = os.path.normpath(config.BACKUP_DIR) + '-output'
+            raise errors.UserError(f'{config.OUTPUT_DIR}/loss.csv holds the losses of '
+                                   f'{f"the run in {owner}" if owner else "another run"}, not of this one '
+                                   f'({config.BACKUP_DIR}); nothing was changed: give this run its own '
+                                   f'--OUTPUT_DIR={own}')
+
+
+def keep_newer(saver, checkpoint, epoch, step):
+    """--resume of a save older than others: set the newer saves, loss rows and grids aside (this
+    run would write over them) and say where."""
+    previous = backup.move_newer_aside(checkpoint, step)
+    if not previous:
+        return
+    backup.adopt(saver)  # the Saver must not rotate the moved saves away
+    outputs = backup.copy_outputs_aside(previous, epoch)
+    also = f', a copy of the losses and the later sample grids to {outputs}/' if outputs else ''
+    print(f'going back to {checkpoint}: moved the newer saves to {previous}/{also} (python train.py '
+          f'--BACKUP_DIR={previous}{f" --OUTPUT_DIR={outputs}" if outputs else ""} goes on with them)')
 
 
 def lost_worker(error):
@@ -319,7 +351,7 @@ def main(argv):
                                f'step\'s BATCH_SIZE * ACCUM_STEPS = {per_step}; lower them or prepare more images')
     lock = take_over_files(args) if parallel.chief else None  # noqa: F841  held until the process ends
     saved = backup.read_run_config()
-    if saved and (args.resume or backup.find()):
+    if saved and (args.resume or backup.find(training=True)):
         backup.check_compatible(saved, 'pass --{key}={saved!r} to resume, or --fresh to start a new run')
         changed = backup.changed_settings(saved)
         if changed:  # allowed (e.g. a smaller batch after running out of memory), but say so
@@ -339,12 +371,15 @@ def main(argv):
     try:
         # Several workers: the initializer waits for all of them (worker 0 sends the initial
         # weights), so the others look for a checkpoint only after worker 0 has moved any aside.
-        sess.run([tf1.global_variables_initializer(), tf1.local_variables_initializer()])
-        checkpoint = args.resume or backup.find()
+        parallel.start(sess, [tf1.global_variables_initializer(), tf1.local_variables_initializer()],
+                       lambda: interrupt.signal)
+        checkpoint = args.resume or backup.find(training=True)
         if checkpoint:
-            backup.restore(sess, saver, checkpoint, optional=network.ADDED_STATE)
+            backup.restore(sess, saver, checkpoint, optional=network.ADDED_STATE, training=True)
             phase, epoch, epoch_step, step = model.state(sess)
             print(f'resumed {checkpoint}: phase {phase}, epoch {epoch + 1}, batch {epoch_step}, step {step}')
+            if args.resume and parallel.chief:
+                keep_newer(saver, checkpoint, epoch, step)
         else:
             sess.run(model.set_mean_pixel, {model.mean_pixel_value: data.mean_pixel(train_images)})
         parallel.agree(sess, False, False, model.state(sess)[3])
@@ -360,6 +395,11 @@ def main(argv):
         if parallel.workers > 1:
             print(f'weights digest {replicas.digest(sess, model.g_vars + model.d_vars)} (the same on every worker)')
         return status
+    except replicas.Stopped as stop:
+        interrupt.signal = stop.args[0]
+        print(f'stopped by {signal.Signals(interrupt.signal).name} while waiting for the other workers; '
+              f'nothing was trained or saved', file=sys.stderr)
+        return interrupt.exit_status()
     except tf.errors.ResourceExhaustedError:
         half = max(1, config.BATCH_SIZE // 2)
         raise errors.UserError(f'out of memory at BATCH_SIZE={config.BATCH_SIZE}: run python train.py '
