@@ -120,3 +120,52 @@ def test_bool_and_0_1_masks_are_holes_and_bad_images_are_refused_with_what_to_do
     assert ('images: an image holds only 0s and 1s, as float images in [0,1] do once cast to uint8; '
             'pass uint8 0-255 (multiply floats by 255)') in out['floats in [0,1]']
     assert 'images: the batch is empty; pass at least one image' in out['empty batch']
+
+
+# --- test.py ---
+
+@pytest.mark.parametrize('output_dir, message', [
+    ('{t}/file', 'cannot write to {t}/file/test/: {t}/file is a file; set --OUTPUT_DIR to a folder'),
+    ('/proc/glcic', 'cannot write to /proc/glcic/test/ (No such file or directory); choose another '
+                    '--OUTPUT_DIR or fix its permissions'),
+])
+def test_the_test_set_checks_its_output_folder_before_loading_the_networks(run, tmp_path, output_dir, message):
+    (tmp_path / 'file').write_text('mine')
+    np.save(tmp_path / 'x_test.npy', synthetic.faces(8, 32, 0))
+    done = run_script('test.py', f'--BACKUP_DIR={run}/backup', f'--npy={tmp_path}/x_test.npy',
+                      f'--OUTPUT_DIR={output_dir.format(t=tmp_path)}')
+    assert done.returncode == 2
+    assert error_lines(done) == [f'error: {message.format(t=tmp_path)}']
+    assert 'device:' not in done.stdout  # printed just before the networks are built
+    assert (tmp_path / 'file').read_text() == 'mine'
+
+
+def write_rgba(path, rgb, clear):
+    """A PNG of rgb with alpha 0 where clear (bool [H,W]) and 255 elsewhere."""
+    alpha = np.where(clear, 0, 255).astype(np.uint8)
+    assert cv2.imwrite(str(path), np.dstack([rgb[..., ::-1], alpha]))
+    return str(path)
+
+
+def test_a_pngs_transparent_pixels_are_the_hole_without_a_mask(run, tmp_path, capsys):
+    import test as script
+    rgb = cv2.resize(synthetic.face(64, 1), (52, 40))
+    clear = np.zeros((40, 52), bool)
+    clear[10:22, 14:30] = True
+    photo = write_rgba(tmp_path / 'cut.png', rgb, clear)
+    assert cv2.imwrite(str(tmp_path / 'mask.png'), clear.astype(np.uint8) * 255)
+    assert script.main([f'--BACKUP_DIR={run}/backup', '--image', photo, '--out', f'{tmp_path}/alpha.png']) == 0
+    assert script.main([f'--BACKUP_DIR={run}/backup', '--image', photo, '--mask', f'{tmp_path}/mask.png',
+                        '--out', f'{tmp_path}/mask_out.png']) == 0
+    by_alpha, by_mask = (cv2.imread(str(tmp_path / f'{n}.png')) for n in ('alpha', 'mask_out'))
+    assert np.array_equal(by_alpha, by_mask)
+    assert (by_alpha[~clear] == rgb[..., ::-1][~clear]).all()
+    said = capsys.readouterr().out
+    assert (f'note: {photo} has 192 transparent pixels; the hole is --mask {tmp_path}/mask.png, and the '
+            f'colours under them count as known') in said
+    plain = tmp_path / 'plain.png'
+    assert cv2.imwrite(str(plain), rgb)
+    with pytest.raises(errors.UserError, match=re.escape(
+            f'--image {plain} needs a hole: --mask FILE (white = hole), --box x,y,w,h, or a PNG whose '
+            f'transparent pixels are the hole')):
+        script.main([f'--BACKUP_DIR={run}/backup', '--image', str(plain)])
