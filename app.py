@@ -255,15 +255,13 @@ def build_page(handler, folder):
                 print(f'refused a request: {reason}', flush=True)
                 raise gr.Error(reason, print_exception=False) from None
 
-    class PaintEditor(gr.ImageEditor):
-        """The editor, passing on the images it receives still encoded: read_layers checks their
-        size before decoding them."""
-
-        def convert_and_format_image(self, file, flatten_on_white=False):
-            if isinstance(file, FileData):
-                with open(file.path, 'rb') as f:  # under the upload limit: Gradio refuses larger files
-                    return f.read()
-            return file  # the bytes the browser sent, or None
+    def encoded(file, flatten_on_white=False):
+        """What the editor passes on for each image it receives: its bytes, still encoded, so that
+        read_layers checks the size in its header before anything decodes it."""
+        if isinstance(file, FileData):
+            with open(file.path, 'rb') as f:  # under the upload limit: Gradio refuses larger files
+                return f.read()
+        return file  # the bytes the browser sent, or None
 
     def shown(image, name):
         """A new PNG file of image (uint8 [H,W,3|4] RGB(A)) in folder, or None.
@@ -313,10 +311,12 @@ def build_page(handler, folder):
                                      label='resize (short side, px) for large photos', elem_id='resize')
                 button = gr.Button('Complete', variant='primary', elem_id='complete')
             with gr.Column(scale=2):
-                editor = PaintEditor(label='paint over what should go', type='numpy', image_mode='RGBA',
+                editor = gr.ImageEditor(label='paint over what should go', type='numpy', image_mode='RGBA',
                                         sources=[], transforms=[], layers=False, format='png',
                                         brush=gr.Brush(colors=[BRUSH_COLOR], color_mode='fixed'),
                                         eraser=gr.Eraser(), elem_id='editor')
+                # Not a subclass: Gradio writes a .pyi file beside the module of every component class.
+                editor.convert_and_format_image = encoded
         message = gr.Markdown(handler.problem or 'Upload a photo, or pick the example.', elem_id='message')
         with gr.Row():
             outputs = [gr.Image(label=title, type='numpy', format='png', interactive=False,

@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 
 import cv2
 import numpy as np
@@ -169,3 +170,206 @@ def test_a_pngs_transparent_pixels_are_the_hole_without_a_mask(run, tmp_path, ca
             f'--image {plain} needs a hole: --mask FILE (white = hole), --box x,y,w,h, or a PNG whose '
             f'transparent pixels are the hole')):
         script.main([f'--BACKUP_DIR={run}/backup', '--image', str(plain)])
+
+
+# --- app.py: starting ---
+
+@pytest.mark.parametrize('args, message', [
+    (['--OUTPUT_DIR={t}/file'], 'cannot write to {t}/file/app/: {t}/file is a file; set --OUTPUT_DIR to a folder'),
+    (['--OUTPUT_DIR=/proc/glcic'], 'cannot write to /proc/glcic/app/ (No such file or directory); choose '
+                                   'another --OUTPUT_DIR or fix its permissions'),
+    (['--host', 'no-such-host.invalid'], '--host no-such-host.invalid: no such address ('),
+    (['--port', '{port}'], '--port {port} is in use on 127.0.0.1 (another app.py?): stop what listens there, '
+                           'or choose another --port'),
+])
+def test_the_page_says_why_it_cannot_start(run, tmp_path, args, message):
+    import socket
+    if importlib.util.find_spec('gradio') is None:
+        pytest.skip(f'Gradio is not installed ({app.INSTALL})')
+    (tmp_path / 'file').write_text('mine')
+    with socket.socket() as taken:
+        taken.bind(('127.0.0.1', 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        fill = {'t': tmp_path, 'port': port}
+        done = run_script('app.py', f'--BACKUP_DIR={run}/backup', f'--OUTPUT_DIR={tmp_path}/out',
+                          *[a.format(**fill) for a in args], timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = error_lines(done)
+    assert len(lines) == 1 and lines[0].startswith(f'error: {message.format(**fill)}'), done.stderr
+    assert 'open http' not in done.stdout
+    assert (tmp_path / 'file').read_text() == 'mine'
+
+
+# --- app.py: the running page ---
+
+_spec = importlib.util.spec_from_file_location('app_screenshot', os.path.join(ROOT, 'docs', 'app_screenshot.py'))
+page = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(page)
+
+
+def peak_kb(pid):
+    """The process's peak resident memory so far (VmHWM), kB."""
+    with open(f'/proc/{pid}/status') as f:
+        return int(next(line for line in f if line.startswith('VmHWM:')).split()[1])
+
+
+@pytest.fixture(scope='module')
+def server(run, tmp_path_factory):
+    """python app.py on a free port of 127.0.0.1, its output in a file; OUTPUT_DIR/app/ holds
+    what stopped pages left (an upload's empty temporary file, an empty folder, a killed page's
+    folder and lock) and the folder of a page still running (its lock held here)."""
+    if importlib.util.find_spec('gradio') is None:
+        pytest.skip(f'Gradio is not installed ({app.INSTALL})')
+    import filelock
+    tmp = tmp_path_factory.mktemp('server')
+    folder = tmp / 'out' / 'app'
+    for name in ('9f1c0a', 'page-1', 'page-2'):
+        (folder / name).mkdir(parents=True)
+    (folder / 'tmpab12cd34').write_bytes(b'')
+    (folder / 'page-1.lock').write_bytes(b'')
+    (folder / 'page-1' / 'photo-x.png').write_bytes(b'left')
+    (folder / 'page-2' / 'photo-y.png').write_bytes(b'in use')
+    running = filelock.FileLock(str(folder / 'page-2.lock'), timeout=0)
+    running.acquire()
+    port = page.free_port()
+    log = open(tmp / 'log.txt', 'w')
+    process = subprocess.Popen([sys.executable, os.path.join(ROOT, 'app.py'), f'--BACKUP_DIR={run}/backup',
+                                f'--OUTPUT_DIR={tmp}/out', f'--port={port}'], cwd=ROOT, stdout=log,
+                               stderr=subprocess.STDOUT, text=True)
+    url = f'http://127.0.0.1:{port}/'
+    try:
+        from gradio_client import Client
+        for _ in range(240):
+            assert process.poll() is None, (tmp / 'log.txt').read_text()
+            try:
+                Client(url, verbose=False)
+                break
+            except Exception:
+                time.sleep(0.5)
+        yield {'url': url, 'process': process, 'folder': folder, 'log': tmp / 'log.txt', 'tmp': tmp}
+    finally:
+        page.stop_server(process)
+        log.close()
+        running.release()
+
+
+def test_a_start_deletes_what_stopped_pages_left_and_keeps_running_ones(server):
+    left = sorted(os.listdir(server['folder']))
+    own = f'page-{server["process"].pid}'
+    assert left == sorted([own, f'{own}.lock', 'page-2', 'page-2.lock'])
+    assert (server['folder'] / 'page-2' / 'photo-y.png').read_bytes() == b'in use'
+    assert not os.path.exists(os.path.join(ROOT, 'app.pyi'))  # Gradio's stub of a component subclass
+
+
+def layer_file(path, hole):
+    layer = np.zeros(hole.shape + (4,), np.uint8)
+    layer[hole] = (255, 0, 255, 178)
+    assert cv2.imwrite(str(path), layer)
+    return str(path)
+
+
+def editor(*layers):
+    from gradio_client import handle_file
+    return {'background': None, 'layers': [handle_file(p) for p in layers], 'composite': None}
+
+
+def test_identical_requests_at_once_all_succeed(server, tmp_path):
+    from gradio_client import Client, handle_file
+    rgb = cv2.resize(synthetic.face(64, 2), (90, 70))
+    assert cv2.imwrite(str(tmp_path / 'same.png'), rgb[..., ::-1])
+    hole = np.zeros((70, 90), bool)
+    hole[20:40, 30:50] = True
+    layer = layer_file(tmp_path / 'layer.png', hole)
+    failures, done = [], []
+
+    def client(i):
+        talk = Client(server['url'], verbose=False, download_files=str(tmp_path / f'downloads{i}'))
+        for _ in range(3):
+            try:
+                talk.predict(handle_file(str(tmp_path / 'same.png')), api_name='/load')
+                *columns, message = talk.predict(editor(layer), 'as painted', 'own size', api_name='/complete')
+                assert message.endswith('ms in all.'), message
+                for column in columns[1:]:  # no pretrained checkpoint: the first column is empty
+                    image = cv2.imread(column['value'])[..., ::-1]
+                    assert (image[~hole] == rgb[~hole]).all()
+                done.append(i)
+            except Exception as error:
+                failures.append(f'{type(error).__name__}: {error}')
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    assert failures == [] and len(done) == 18
+    assert 'Traceback' not in server['log'].read_text()
+
+
+def test_a_file_the_page_handed_out_is_never_rewritten(server, tmp_path):
+    """What broke identical requests at once: Gradio rewrote the file named by the image's
+    content for every request, while an earlier one was still downloading it."""
+    from gradio_client import Client, handle_file
+    assert cv2.imwrite(str(tmp_path / 'me.png'), cv2.resize(synthetic.face(64, 3), (60, 48)))
+    talk = Client(server['url'], verbose=False, download_files=False)
+    first = talk.predict(handle_file(str(tmp_path / 'me.png')), api_name='/load')[0]['background']['path']
+    before = os.stat(first).st_mtime_ns
+    second = talk.predict(handle_file(str(tmp_path / 'me.png')), api_name='/load')[0]['background']['path']
+    assert os.stat(first).st_mtime_ns == before
+    assert second != first
+
+
+def test_a_huge_paint_layer_is_refused_from_its_header(server, tmp_path):
+    from gradio_client import Client, handle_file
+    talk = Client(server['url'], verbose=False, download_files=False)
+    assert cv2.imwrite(str(tmp_path / 'me.png'), cv2.resize(synthetic.face(64, 4), (90, 70)))
+    talk.predict(handle_file(str(tmp_path / 'me.png')), api_name='/load')
+    bomb = np.zeros((12000, 12000, 4), np.uint8)
+    bomb[:10, :10] = 255
+    assert cv2.imwrite(str(tmp_path / 'bomb.png'), bomb)
+    del bomb
+    assert os.path.getsize(tmp_path / 'bomb.png') < 1_000_000
+    before = peak_kb(server['process'].pid)
+    said = talk.predict(editor(str(tmp_path / 'bomb.png')), 'as painted', 'own size', api_name='/complete')[-1]
+    assert said == 'The paint is 12000x12000 but the photo is 90x70: upload the photo again and paint on it.'
+    assert peak_kb(server['process'].pid) - before < 100_000  # decoded, it would be 576 MB
+    assert server['process'].poll() is None
+
+
+def test_hostile_requests_are_one_line_each_in_the_terminal(server, tmp_path):
+    import httpx
+    fake = {'path': '/etc/passwd', 'meta': {'_type': 'gradio.FileData'}}
+    calls = [('complete', [{'background': None, 'layers': [], 'composite': None}, 'as painted', '77']),
+             ('complete', [{'background': None, 'layers': [], 'composite': None}, 'sideways', 'own size']),
+             ('complete', [{'background': None, 'layers': [fake], 'composite': None}, 'as painted', 'own size']),
+             ('complete', [{'background': None, 'layers': [{'meta': {'_type': 'gradio.FileData'}, 'pth': 3}],
+                            'composite': None}, 'as painted', 'own size']),
+             ('load', [fake])]
+    start = len(server['log'].read_text().splitlines())
+    for name, data in calls:
+        event = httpx.post(f'{server["url"]}gradio_api/call/{name}', json={'data': data}).json()['event_id']
+        answer = httpx.get(f'{server["url"]}gradio_api/call/{name}/{event}', timeout=120).text
+        assert answer.startswith('event: error'), answer
+    time.sleep(1)
+    said = server['log'].read_text().splitlines()[start:]
+    assert len(said) == len(calls) and all(line.startswith('refused a request: ') for line in said), said
+    assert "Value: 77 is not in the list of choices" in said[0]
+    assert 'Cannot move /etc/passwd to the gradio cache dir because it was not uploaded' in said[2]
+    assert server['process'].poll() is None
+
+
+def test_a_pngs_transparent_pixels_are_the_hole_on_the_page(server, tmp_path):
+    from gradio_client import Client, handle_file
+    rgb = cv2.resize(synthetic.face(64, 5), (52, 40))
+    clear = np.zeros((40, 52), bool)
+    clear[10:22, 14:30] = True
+    photo = write_rgba(tmp_path / 'cut.png', rgb, clear)
+    talk = Client(server['url'], verbose=False, download_files=str(tmp_path / 'downloads'))
+    said = talk.predict(handle_file(photo), api_name='/load')[1]
+    assert said == ('cut.png: 52x40. Its 192 transparent px are the hole; paint over anything else that '
+                    'should go, then press Complete.')
+    *columns, message = talk.predict(editor(), 'as painted', 'own size', api_name='/complete')
+    assert message.startswith('52x40 photo at its own size, 192 px filled'), message
+    for column in columns[1:]:  # no pretrained checkpoint: the first column is empty
+        image = cv2.imread(column['value'])[..., ::-1]
+        assert (image[~clear] == rgb[~clear]).all()
