@@ -26,6 +26,7 @@ import io
 import ipaddress
 import os
 import shutil
+import signal
 import socket
 import tempfile
 import time
@@ -120,7 +121,8 @@ class Handler:
         what = 'Paint over what should go'
         if clear is not None:  # kept as the alpha channel: complete() fills it, the editor shows it
             photo = np.dstack([photo, np.where(clear, 0, 255).astype(np.uint8)])
-            what = f'Its {int(clear.sum()):,} transparent px are the hole; paint over anything else that should go'
+            what = (f'Its {int(clear.sum()):,} transparent px are the hole; paint over anything else '
+                    f'that should go')
         note = ''
         if height * width > inference.MAX_PIXELS:
             note = (f' It is larger than the {inference.MAX_PIXELS / 1e6:.0f} Mpx the networks '
@@ -271,7 +273,7 @@ def build_page(handler, folder):
         """
         if image is None:
             return None
-        ok, encoded = cv2.imencode('.png', image[..., [2, 1, 0, 3][:image.shape[2]]])
+        _, encoded = cv2.imencode('.png', image[..., [2, 1, 0, 3][:image.shape[2]]])
         fd, path = tempfile.mkstemp(prefix=f'{name}-', suffix='.png', dir=folder)
         with os.fdopen(fd, 'wb') as f:
             f.write(encoded.tobytes())
@@ -299,7 +301,7 @@ def build_page(handler, folder):
              'and drag across the part to fill. 3. Press **Complete**. Pixels outside the hole stay '
              'exactly as uploaded.')
     with Page(title='glcic: complete your photo', analytics_enabled=False,
-                   delete_cache=(KEEP_FILES_S, KEEP_FILES_S)) as page:
+              delete_cache=(KEEP_FILES_S, KEEP_FILES_S)) as page:
         gr.Markdown(intro)
         photo = gr.State(None)
         with gr.Row():
@@ -418,6 +420,7 @@ def main(argv):
     folder = os.path.join(out_dir, f'page-{os.getpid()}')
     lock = filelock.FileLock(folder + LOCK, timeout=0)
     lock.acquire()  # no other process has this pid
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # kill stops as Ctrl-C: folder deleted
     try:
         clean(out_dir)
         os.mkdir(folder)

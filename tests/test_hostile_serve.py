@@ -18,14 +18,9 @@ import pytest
 import app
 import config
 import errors
-import photos
 import synthetic
 from conftest import ROOT, TINY, run_script
 from test_network import save_tiny_checkpoint
-
-needs_gradio = pytest.mark.skipif(importlib.util.find_spec('gradio') is None,
-                                  reason=f'Gradio is not installed ({app.INSTALL})')
-
 
 def error_lines(result):
     """The `error:` lines of a script's stderr; there must be no traceback."""
@@ -86,7 +81,8 @@ complete = tf.saved_model.load(sys.argv[1]).signatures['serving_default']
 given, results = np.load(sys.argv[2]), {}
 for name in sorted({key.rsplit('.', 1)[0] for key in given.files}):
     try:
-        results[name] = complete(images=given[name + '.images'], masks=given[name + '.masks'])['completion'].numpy()
+        out = complete(images=given[name + '.images'], masks=given[name + '.masks'])
+        results[name] = out['completion'].numpy()
     except tf.errors.InvalidArgumentError as error:
         results[name] = np.array(error.message)
 np.savez(sys.argv[3], **results)
@@ -130,7 +126,8 @@ def test_bool_and_0_1_masks_are_holes_and_bad_images_are_refused_with_what_to_do
     ('/proc/glcic', 'cannot write to /proc/glcic/test/ (No such file or directory); choose another '
                     '--OUTPUT_DIR or fix its permissions'),
 ])
-def test_the_test_set_checks_its_output_folder_before_loading_the_networks(run, tmp_path, output_dir, message):
+def test_the_test_set_checks_its_output_folder_before_loading_the_networks(run, tmp_path, output_dir,
+                                                                            message):
     (tmp_path / 'file').write_text('mine')
     np.save(tmp_path / 'x_test.npy', synthetic.faces(8, 32, 0))
     done = run_script('test.py', f'--BACKUP_DIR={run}/backup', f'--npy={tmp_path}/x_test.npy',
@@ -155,7 +152,8 @@ def test_a_pngs_transparent_pixels_are_the_hole_without_a_mask(run, tmp_path, ca
     clear[10:22, 14:30] = True
     photo = write_rgba(tmp_path / 'cut.png', rgb, clear)
     assert cv2.imwrite(str(tmp_path / 'mask.png'), clear.astype(np.uint8) * 255)
-    assert script.main([f'--BACKUP_DIR={run}/backup', '--image', photo, '--out', f'{tmp_path}/alpha.png']) == 0
+    assert script.main([f'--BACKUP_DIR={run}/backup', '--image', photo,
+                        '--out', f'{tmp_path}/alpha.png']) == 0
     assert script.main([f'--BACKUP_DIR={run}/backup', '--image', photo, '--mask', f'{tmp_path}/mask.png',
                         '--out', f'{tmp_path}/mask_out.png']) == 0
     by_alpha, by_mask = (cv2.imread(str(tmp_path / f'{n}.png')) for n in ('alpha', 'mask_out'))
@@ -175,7 +173,8 @@ def test_a_pngs_transparent_pixels_are_the_hole_without_a_mask(run, tmp_path, ca
 # --- app.py: starting ---
 
 @pytest.mark.parametrize('args, message', [
-    (['--OUTPUT_DIR={t}/file'], 'cannot write to {t}/file/app/: {t}/file is a file; set --OUTPUT_DIR to a folder'),
+    (['--OUTPUT_DIR={t}/file'],
+     'cannot write to {t}/file/app/: {t}/file is a file; set --OUTPUT_DIR to a folder'),
     (['--OUTPUT_DIR=/proc/glcic'], 'cannot write to /proc/glcic/app/ (No such file or directory); choose '
                                    'another --OUTPUT_DIR or fix its permissions'),
     (['--host', 'no-such-host.invalid'], '--host no-such-host.invalid: no such address ('),
@@ -203,7 +202,8 @@ def test_the_page_says_why_it_cannot_start(run, tmp_path, args, message):
 
 # --- app.py: the running page ---
 
-_spec = importlib.util.spec_from_file_location('app_screenshot', os.path.join(ROOT, 'docs', 'app_screenshot.py'))
+_spec = importlib.util.spec_from_file_location('app_screenshot',
+                                               os.path.join(ROOT, 'docs', 'app_screenshot.py'))
 page = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(page)
 
@@ -288,7 +288,8 @@ def test_identical_requests_at_once_all_succeed(server, tmp_path):
         for _ in range(3):
             try:
                 talk.predict(handle_file(str(tmp_path / 'same.png')), api_name='/load')
-                *columns, message = talk.predict(editor(layer), 'as painted', 'own size', api_name='/complete')
+                *columns, message = talk.predict(editor(layer), 'as painted', 'own size',
+                                                 api_name='/complete')
                 assert message.endswith('ms in all.'), message
                 for column in columns[1:]:  # no pretrained checkpoint: the first column is empty
                     image = cv2.imread(column['value'])[..., ::-1]
@@ -330,7 +331,8 @@ def test_a_huge_paint_layer_is_refused_from_its_header(server, tmp_path):
     del bomb
     assert os.path.getsize(tmp_path / 'bomb.png') < 1_000_000
     before = peak_kb(server['process'].pid)
-    said = talk.predict(editor(str(tmp_path / 'bomb.png')), 'as painted', 'own size', api_name='/complete')[-1]
+    said = talk.predict(editor(str(tmp_path / 'bomb.png')), 'as painted', 'own size',
+                        api_name='/complete')[-1]
     assert said == 'The paint is 12000x12000 but the photo is 90x70: upload the photo again and paint on it.'
     assert peak_kb(server['process'].pid) - before < 100_000  # decoded, it would be 576 MB
     assert server['process'].poll() is None
@@ -341,7 +343,8 @@ def test_hostile_requests_are_one_line_each_in_the_terminal(server, tmp_path):
     fake = {'path': '/etc/passwd', 'meta': {'_type': 'gradio.FileData'}}
     calls = [('complete', [{'background': None, 'layers': [], 'composite': None}, 'as painted', '77']),
              ('complete', [{'background': None, 'layers': [], 'composite': None}, 'sideways', 'own size']),
-             ('complete', [{'background': None, 'layers': [fake], 'composite': None}, 'as painted', 'own size']),
+             ('complete', [{'background': None, 'layers': [fake], 'composite': None}, 'as painted',
+                           'own size']),
              ('complete', [{'background': None, 'layers': [{'meta': {'_type': 'gradio.FileData'}, 'pth': 3}],
                             'composite': None}, 'as painted', 'own size']),
              ('load', [fake])]
@@ -373,3 +376,12 @@ def test_a_pngs_transparent_pixels_are_the_hole_on_the_page(server, tmp_path):
     for column in columns[1:]:  # no pretrained checkpoint: the first column is empty
         image = cv2.imread(column['value'])[..., ::-1]
         assert (image[~clear] == rgb[~clear]).all()
+
+
+def test_kill_stops_the_page_and_deletes_its_folder(server):
+    """Last in this file: it stops the module's server."""
+    own = server['folder'] / f'page-{server["process"].pid}'
+    assert own.is_dir()
+    server['process'].terminate()
+    assert server['process'].wait(timeout=60) == 0
+    assert sorted(os.listdir(server['folder'])) == ['page-2', 'page-2.lock']
