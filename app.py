@@ -307,6 +307,8 @@ def build_page(handler, folder):
         with gr.Row():
             with gr.Column(scale=1):
                 upload = gr.File(label='your photo', type='filepath', elem_id='photo')
+                # Gradio's File would leave an empty temporary file behind for each upload it passes on.
+                upload._process_single_file = lambda file: file.path
                 gr.Examples([[path] for path in EXAMPLES], inputs=upload, label='example (public domain)')
                 shape = gr.Radio(['as painted', RECTANGLE], value='as painted', label='hole', elem_id='shape')
                 resize = gr.Dropdown([OWN_SIZE] + [str(r) for r in RESIZES], value=OWN_SIZE,

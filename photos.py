@@ -425,7 +425,7 @@ def load_jobs(image, mask, box, out, overwrite=False, check_size=None):
         elif box:
             hole, where = box_mask(box, photo.shape), f'--box {box}'
         elif clear is not None:
-            hole, where = clear, f'the transparent pixels of {image_path}'
+            hole, where = clear, f'the transparency of {image_path}'
         else:
             raise UserError(f'--image {image_path} needs a hole: --mask FILE (white = hole), --box '
                             f'x,y,w,h, or a PNG whose transparent pixels are the hole')

@@ -305,6 +305,9 @@ def test_identical_requests_at_once_all_succeed(server, tmp_path):
         thread.join(timeout=600)
     assert failures == [] and len(done) == 18
     assert 'Traceback' not in server['log'].read_text()
+    own = server['folder'] / f'page-{server["process"].pid}'
+    empty = [name for name in os.listdir(own) if os.path.getsize(own / name) == 0]
+    assert empty == []  # no temporary file left per upload
 
 
 def test_a_file_the_page_handed_out_is_never_rewritten(server, tmp_path):
