@@ -381,6 +381,26 @@ def test_a_pngs_transparent_pixels_are_the_hole_on_the_page(server, tmp_path):
         assert (image[~clear] == rgb[~clear]).all()
 
 
+@pytest.mark.skipif(importlib.util.find_spec('selenium') is None or not os.path.exists(page.CHROMIUM)
+                    or not os.path.exists(page.CHROMEDRIVER), reason="needs Selenium and Debian's browser")
+def test_a_browser_fills_a_pngs_transparent_pixels_without_paint(server, tmp_path):
+    rgb = cv2.resize(synthetic.face(64, 6), (120, 96))
+    clear = np.zeros((96, 120), bool)
+    clear[30:50, 40:70] = True
+    photo = write_rgba(tmp_path / 'cut.png', rgb, clear)
+    driver = page.browser()
+    try:
+        assert page.upload(driver, server['url'], photo) == (
+            'cut.png: 120x96. Its 600 transparent px are the hole; paint over anything else that should '
+            'go, then press Complete.')
+        time.sleep(1)  # the editor draws the photo
+        message = page.complete(driver)
+        assert message.startswith('120x96 photo at its own size, 600 px filled'), message
+        assert page.result_sizes(driver)[1:] == [[120, 96]] * 2
+    finally:
+        driver.quit()
+
+
 def test_kill_stops_the_page_and_deletes_its_folder(server):
     """Last in this file: it stops the module's server."""
     own = server['folder'] / f'page-{server["process"].pid}'
