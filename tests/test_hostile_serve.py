@@ -305,8 +305,8 @@ def test_identical_requests_at_once_all_succeed(server, tmp_path):
         thread.join(timeout=600)
     assert failures == [] and len(done) == 18
     assert 'Traceback' not in server['log'].read_text()
-    own = server['folder'] / f'page-{server["process"].pid}'
-    empty = [name for name in os.listdir(own) if os.path.getsize(own / name) == 0]
+    empty = [name for folder, _, names in os.walk(server['folder']) for name in names
+             if name.startswith('tmp') and os.path.getsize(os.path.join(folder, name)) == 0]
     assert empty == []  # no temporary file left per upload
 
 
