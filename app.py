@@ -12,18 +12,28 @@ and the latter with Poisson blending, each with its time in ms and a download bu
 
 The same path as test.py --image: the networks, settings and architecture come from
 BACKUP_DIR/config.json, inference.complete_photo fills the hole at the photo's own size (or
-with the short side resized), and every pixel outside the hole comes back unchanged. The
-networks are restored once at start. The page writes only under OUTPUT_DIR/app/ (uploads and
-results, deleted after an hour and when the page restarts).
+with the short side resized), and every pixel outside the hole comes back unchanged. A PNG's
+transparent pixels are a hole too. The networks are restored once at start. The page writes
+only under OUTPUT_DIR/app/ (uploads and results, deleted after an hour, when the page stops and
+what a stopped page left when one starts).
 """
 import argparse
 import collections
+import contextlib
+import errno
 import importlib.util
+import io
 import ipaddress
 import os
+import shutil
+import signal
+import socket
+import tempfile
 import time
 
 import cli
+import cv2
+import filelock
 import numpy as np
 
 import backup
@@ -44,6 +54,7 @@ RECTANGLE = 'rectangle around the paint'
 KEEP_FILES_S = 3600  # uploads and results older than this are deleted, s
 CLEAR_PAINT = "() => document.querySelector('#editor button[aria-label=\"Clear canvas\"]')?.click()"
 BRUSH_COLOR = ('#ff00ff', 0.7)  # magenta, see-through: the hole is wherever it was painted
+LOCK = '.lock'  # OUTPUT_DIR/app/page-PID.lock is held while page-PID/ is in use
 
 # One output column: its title, the image (uint8 [H,W,3], or None) and the time it took.
 Column = collections.namedtuple('Column', 'title image ms')
@@ -103,17 +114,27 @@ class Handler:
         if height * width > MAX_UPLOAD_PIXELS:
             return None, (f'{name} is {width}x{height} = {height * width / 1e6:.1f} Mpx; the page '
                           f'takes up to {MAX_UPLOAD_PIXELS / 1e6:.0f} Mpx: scale it down first.')
+        try:
+            clear = photos.transparent(path, photo.shape)
+        except UserError as error:
+            return None, str(error).replace(path, name)
+        what = 'Paint over what should go'
+        if clear is not None:  # kept as the alpha channel: complete() fills it, the editor shows it
+            photo = np.dstack([photo, np.where(clear, 0, 255).astype(np.uint8)])
+            what = (f'Its {int(clear.sum()):,} transparent px are the hole; paint over anything else '
+                    f'that should go')
         note = ''
         if height * width > inference.MAX_PIXELS:
             note = (f' It is larger than the {inference.MAX_PIXELS / 1e6:.0f} Mpx the networks '
                     f'complete at full size: choose a resize before you press Complete.')
-        return photo, f'{name}: {width}x{height}. Paint over what should go, then press Complete.{note}'
+        return photo, f'{name}: {width}x{height}. {what}, then press Complete.{note}'
 
     def complete(self, photo, hole, resize=None):
         """Fill the hole with each network: Result([Column] * 3, message).
 
-        Args: photo uint8 [H,W,3]; hole bool [H,W] (True = fill), or None if nothing was
-        painted; resize: None for the photo's own size, else its short side in px.
+        Args: photo uint8 [H,W,3], or [H,W,4] whose alpha 0 is a hole too (open_photo);
+        hole bool [H,W] (True = fill), or None if nothing was painted; resize: None for the
+        photo's own size, else its short side in px.
         """
         if self.problem:
             return Result([], self.problem)
@@ -121,6 +142,9 @@ class Handler:
             return Result([], 'Upload a photo first, or pick the example.')
         height, width = photo.shape[:2]
         hole = None if hole is None else np.asarray(hole, bool)
+        if photo.shape[2] == 4:
+            clear, photo = photo[..., 3] == 0, photo[..., :3]
+            hole = clear if hole is None else hole | clear if hole.shape == clear.shape else hole
         if hole is None or not hole.any():
             return Result([], 'Nothing is painted: paint over what should go, then press Complete.')
         if hole.shape != (height, width):
@@ -169,9 +193,35 @@ def _ms(start):
     return round((time.perf_counter() - start) * 1000)
 
 
+def read_layers(layers, photo):
+    """The editor's paint layers as sent (encoded images, see build_page) -> [uint8 [H,W,C]].
+
+    Each one's size is read from its header and must be the photo's before it is decoded: a
+    577 KB PNG can hold 12000x12000 px. Raises UserError with the page's message.
+    """
+    if photo is None:
+        return []
+    height, width = photo.shape[:2]
+    decoded = []
+    for encoded in layers or []:
+        if encoded is None:
+            continue
+        size = photos.image_size(io.BytesIO(encoded))
+        if size is None:
+            raise UserError('The paint is not an image the page reads: paint on the photo in the page.')
+        if tuple(size) != (width, height):
+            raise UserError(f'The paint is {size[0]}x{size[1]} but the photo is {width}x{height}: upload '
+                            f'the photo again and paint on it.')
+        layer = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_UNCHANGED)
+        if layer is None or layer.shape[:2] != (height, width):
+            raise UserError('The paint could not be read: paint on the photo in the page again.')
+        decoded.append(layer if layer.ndim == 3 else layer[..., None])
+    return decoded
+
+
 def painted_hole(layers, rectangle=False):
-    """The hole from the editor's paint layers (RGBA uint8 [H,W,4], all of one size): bool [H,W],
-    or None if there are none.
+    """The hole from the editor's paint layers ([H,W,4] with alpha, or [H,W,C] without: all of
+    one size): bool [H,W], or None if there are none.
 
     Every pixel with any paint is filled; rectangle: the box around the paint instead, so a
     stroke dragged from one corner to the opposite one marks a rectangle.
@@ -187,34 +237,78 @@ def painted_hole(layers, rectangle=False):
     return hole
 
 
-def build_page(handler):
-    """The Gradio page: a thin layer that turns its widgets into Handler calls."""
+def build_page(handler, folder):
+    """The Gradio page: a thin layer that turns its widgets into Handler calls.
+
+    folder: Gradio's folder (GRADIO_TEMP_DIR), where the images the page shows are written.
+    """
     import gradio as gr
+    from gradio.data_classes import FileData
+
+    class Page(gr.Blocks):
+        """Blocks that refuse a malformed request (a value no widget offers, a file never uploaded,
+        a broken file description) with one line in the terminal instead of a traceback."""
+
+        async def preprocess_data(self, *args, **kwargs):
+            try:
+                return await super().preprocess_data(*args, **kwargs)
+            except Exception as error:
+                reason = ' '.join(str(error).split())[:300] or type(error).__name__
+                print(f'refused a request: {reason}', flush=True)
+                raise gr.Error(reason, print_exception=False) from None
+
+    def encoded(file, flatten_on_white=False):
+        """What the editor passes on for each image it receives: its bytes, still encoded, so that
+        read_layers checks the size in its header before anything decodes it."""
+        if isinstance(file, FileData):
+            with open(file.path, 'rb') as f:  # under the upload limit: Gradio refuses larger files
+                return f.read()
+        return file  # the bytes the browser sent, or None
+
+    def shown(image, name):
+        """A new PNG file of image (uint8 [H,W,3|4] RGB(A)) in folder, or None.
+
+        Gradio would write arrays to a file named by their content and rewrite it for each
+        request, under a download of it still running: each request gets files of its own.
+        """
+        if image is None:
+            return None
+        _, encoded = cv2.imencode('.png', image[..., [2, 1, 0, 3][:image.shape[2]]])
+        fd, path = tempfile.mkstemp(prefix=f'{name}-', suffix='.png', dir=folder)
+        with os.fdopen(fd, 'wb') as f:
+            f.write(encoded.tobytes())
+        return path
 
     def load(path):
         photo, message = handler.open_photo(path)
-        editor = {'background': photo, 'layers': [], 'composite': None} if photo is not None else None
+        editor = ({'background': shown(photo, 'photo'), 'layers': [], 'composite': None}
+                  if photo is not None else None)
         return [photo, editor, message] + [gr.Image(value=None, label=t) for t in handler.titles()]
 
     def complete(photo, editor, shape, resize):
-        hole = painted_hole((editor or {}).get('layers'), shape == RECTANGLE)
-        result = handler.complete(photo, hole, None if resize == OWN_SIZE else int(resize))
+        try:
+            hole = painted_hole(read_layers((editor or {}).get('layers'), photo), shape == RECTANGLE)
+            result = handler.complete(photo, hole, None if resize == OWN_SIZE else int(resize))
+        except UserError as error:
+            result = Result([], str(error))
         columns = result.columns or [Column(t, None, None) for t in handler.titles()]
-        images = [gr.Image(value=c.image, label=c.title if c.ms is None else f'{c.title}: {c.ms:,} ms')
-                  for c in columns]
+        images = [gr.Image(value=shown(c.image, 'completed'),
+                           label=c.title if c.ms is None else f'{c.title}: {c.ms:,} ms') for c in columns]
         return images + [result.message]
 
     intro = ('## Complete your own photo\n1. Upload a photo (or pick the example). 2. Paint over what '
              'should go; the brush size is under the brush button, or pick "rectangle around the paint" '
              'and drag across the part to fill. 3. Press **Complete**. Pixels outside the hole stay '
              'exactly as uploaded.')
-    with gr.Blocks(title='glcic: complete your photo', analytics_enabled=False,
-                   delete_cache=(KEEP_FILES_S, KEEP_FILES_S)) as page:
+    with Page(title='glcic: complete your photo', analytics_enabled=False,
+              delete_cache=(KEEP_FILES_S, KEEP_FILES_S)) as page:
         gr.Markdown(intro)
         photo = gr.State(None)
         with gr.Row():
             with gr.Column(scale=1):
                 upload = gr.File(label='your photo', type='filepath', elem_id='photo')
+                # Gradio's File would leave an empty temporary file behind for each upload it passes on.
+                upload._process_single_file = lambda file: file.path
                 gr.Examples([[path] for path in EXAMPLES], inputs=upload, label='example (public domain)')
                 shape = gr.Radio(['as painted', RECTANGLE], value='as painted', label='hole', elem_id='shape')
                 resize = gr.Dropdown([OWN_SIZE] + [str(r) for r in RESIZES], value=OWN_SIZE,
@@ -225,6 +319,8 @@ def build_page(handler):
                                         sources=[], transforms=[], layers=False, format='png',
                                         brush=gr.Brush(colors=[BRUSH_COLOR], color_mode='fixed'),
                                         eraser=gr.Eraser(), elem_id='editor')
+                # Not a subclass: Gradio writes a .pyi file beside the module of every component class.
+                editor.convert_and_format_image = encoded
         message = gr.Markdown(handler.problem or 'Upload a photo, or pick the example.', elem_id='message')
         with gr.Row():
             outputs = [gr.Image(label=title, type='numpy', format='png', interactive=False,
@@ -247,6 +343,62 @@ def _loopback(host):
         return False  # a host name: it may resolve to any address
 
 
+def check_listen(host, port):
+    """Raise UserError saying why the page could not listen on host:port, if it could not.
+
+    Gradio says "Cannot find empty port" for every reason, and it also needs the port free on
+    127.0.0.1, whatever the host.
+    """
+    for address in dict.fromkeys((host, '127.0.0.1')):
+        try:
+            family, kind, proto, _, where = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)[0]
+        except socket.gaierror as error:
+            raise UserError(f'--host {host}: no such address ({error.strerror}); give an IP address of '
+                            f'this machine, e.g. 127.0.0.1 or 0.0.0.0')
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
+            try:
+                probe.bind(where)
+            except OSError as error:
+                if error.errno == errno.EADDRINUSE:
+                    raise UserError(f'--port {port} is in use on {address} (another app.py?): stop what '
+                                    f'listens there, or choose another --port')
+                if error.errno == errno.EADDRNOTAVAIL:
+                    raise UserError(f'--host {host} is not an address of this machine: use 127.0.0.1, '
+                                    f'or 0.0.0.0 for all of its addresses')
+                raise UserError(f'cannot listen on {address}:{port} ({error.strerror}); choose another '
+                                f'--port')
+
+
+def clean(out_dir):
+    """Delete what stopped pages left in out_dir; keep the folders of running ones.
+
+    A page works in out_dir/page-PID/ and holds page-PID.lock while it runs; the system drops
+    the lock when the process dies, however it ends.
+    """
+    for name in sorted(os.listdir(out_dir)):
+        path = os.path.join(out_dir, name)
+        if name.endswith(LOCK):
+            continue
+        lock = filelock.FileLock(path + LOCK, timeout=0) if os.path.exists(path + LOCK) else None
+        try:
+            if lock:
+                lock.acquire()
+        except filelock.Timeout:
+            continue  # a running page's folder
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+        finally:
+            if lock:
+                lock.release()
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path + LOCK)
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -264,10 +416,28 @@ def main(argv):
     args = parse_args(backup.apply_run_config(argv))
     if importlib.util.find_spec('gradio') is None:
         raise UserError(f'app.py needs Gradio, an optional install: {INSTALL}')
+    check_listen(args.host, args.port)
     out_dir = os.path.abspath(os.path.join(config.OUTPUT_DIR, 'app'))
-    os.makedirs(out_dir, exist_ok=True)
+    photos.make_folder(out_dir)
+    folder = os.path.join(out_dir, f'page-{os.getpid()}')
+    lock = filelock.FileLock(folder + LOCK, timeout=0)
+    lock.acquire()  # no other process has this pid
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # kill stops as Ctrl-C: folder deleted
+    try:
+        clean(out_dir)
+        os.mkdir(folder)
+        return serve(args, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        lock.release()
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(folder + LOCK)
+
+
+def serve(args, folder):
+    """Restore the networks and serve the page until Ctrl-C."""
     # Gradio keeps uploads and results in this folder: the page writes nowhere else.
-    os.environ['GRADIO_TEMP_DIR'] = out_dir
+    os.environ['GRADIO_TEMP_DIR'] = folder
     os.environ['GRADIO_ANALYTICS_ENABLED'] = 'False'
     handler = Handler.load()
     if handler.problem:
@@ -279,9 +449,9 @@ def main(argv):
     if not _loopback(args.host):
         print(f'note: listening on {args.host}: anyone who can reach this machine can use the page')
     try:
-        page = build_page(handler)
+        page = build_page(handler, folder)
         page.queue(default_concurrency_limit=1)  # one request at a time: each uses every core
-        print(f'open http://{args.host}:{args.port} (Ctrl-C stops; files in {out_dir}/)', flush=True)
+        print(f'open http://{args.host}:{args.port} (Ctrl-C stops; files in {folder}/)', flush=True)
         page.launch(server_name=args.host, server_port=args.port, max_file_size=f'{MAX_UPLOAD_MB}mb',
                     quiet=True, ssr_mode=False, show_error=False, allowed_paths=EXAMPLES)
     finally:

@@ -6,15 +6,19 @@
     python export.py --overwrite            # replace the earlier export in --out
     python export.py --bfloat16             # compute in bfloat16 (BENCHMARKS.md: speed, error)
 
-Its signature 'serving_default' takes images uint8 [N,H,W,3] and masks uint8 [N,H,W,1]
-(above 127 = hole, as in test.py's mask files), H and W divisible by 4, and returns
-'completion' uint8 [N,H,W,3] with the known pixels unchanged. The weights, the training
+Its signature 'serving_default' takes images uint8 [N,H,W,3] (0-255) and masks uint8
+[N,H,W,1] (above 127 = hole, as in test.py's mask files; a mask of only 0s and 1s, as bool
+masks become, has its 1s as the hole), N at least 1, H and W divisible by 4, and returns
+'completion' uint8 [N,H,W,3] with the known pixels unchanged. An image of only 0s and 1s
+(float images in [0,1] cast to uint8) is refused. TensorFlow casts other NumPy dtypes to
+uint8 without a range check before the graph sees them: clip to 0-255 first. The weights, the training
 set's mean pixel and the batch-norm averages are constants in its graph, so loading it
 needs TensorFlow only, not this repository. The architecture comes from
 BACKUP_DIR/config.json, as in test.py.
 """
 import argparse
 import os
+import re
 import shutil
 
 import cli
@@ -28,6 +32,8 @@ import network
 tf1 = tf.compat.v1
 SIGNATURE = 'serving_default'  # the name TensorFlow Serving and tf.saved_model.load callers look up
 HOLE_ABOVE = 127  # mask values above this are the hole, as test.py reads mask images
+# What a SavedModel folder holds (paths under it): --overwrite replaces nothing else.
+EXPORT_FILES = r'saved_model\.pb|fingerprint\.pb|assets|variables(/variables\.(index|data-\d+-of-\d+))?'
 
 
 def find_checkpoint(which):
@@ -53,6 +59,22 @@ def check_out(out, overwrite):
     if not os.path.isfile(os.path.join(out, 'saved_model.pb')):
         raise errors.UserError(f'{out} is not an earlier export (no saved_model.pb in it); not replacing '
                             f'it: choose another --out')
+    other = other_files(out)
+    if other:
+        raise errors.UserError(f'{out}/ holds {", ".join(other[:3])}{" ..." if other[3:] else ""}, which '
+                               f'export.py did not write, and --overwrite replaces the whole folder: '
+                               f'move them out, or choose another --out')
+
+
+def other_files(folder):
+    """Paths under folder that are not part of a SavedModel, sorted."""
+    found = []
+    for root, subdirs, files in os.walk(folder):
+        for name in subdirs + files:
+            path = os.path.relpath(os.path.join(root, name), folder).replace(os.sep, '/')
+            if not re.fullmatch(EXPORT_FILES, path):
+                found.append(path)
+    return sorted(found)
 
 
 def frozen_network(checkpoint, bfloat16):
@@ -81,12 +103,22 @@ def serving_graph(frozen, input_names, output_name):
         shape = tf.shape(images)
         step = network.SIZE_STEP
         # Checked here, since the network would fail later with a message about its layers.
-        checks = [tf.debugging.assert_equal(shape[1:3] % step, 0, message=f'images: height and width '
+        checks = [tf.debugging.assert_positive(shape[0], message='images: the batch is empty; pass at '
+                                               'least one image'),
+                  tf.debugging.assert_equal(shape[1:3] % step, 0, message=f'images: height and width '
                                             f'must be divisible by {step}; pad them'),
                   tf.debugging.assert_equal(tf.shape(masks)[:3], shape[:3], message='masks: need '
-                                            '[N,H,W,1] with the N, H and W of images')]
+                                            '[N,H,W,1] with the N, H and W of images'),
+                  # What float images in [0,1] become once cast to uint8: nothing to complete from.
+                  tf.debugging.assert_greater(tf.reduce_min(tf.reduce_max(images, axis=[1, 2, 3])),
+                                              tf.constant(1, tf.uint8),
+                                              message='images: an image holds only 0s and 1s, as float '
+                                              'images in [0,1] do once cast to uint8; pass uint8 0-255 '
+                                              '(multiply floats by 255)')]
         with tf.control_dependencies(checks):
-            holes = tf.cast(masks > HOLE_ABOVE, tf.float32)
+            # Bool masks arrive as 0/1: a mask whose largest value is 1 has its 1s as the hole.
+            binary = tf.equal(tf.reduce_max(masks, axis=[1, 2, 3], keepdims=True), 1)
+            holes = tf.cast(tf.where(binary, tf.equal(masks, 1), masks > HOLE_ABOVE), tf.float32)
             checked = tf.identity(images)
         completion, = tf.import_graph_def(frozen, {input_names[0]: checked, input_names[1]: holes},
                                           [output_name], name='glcic')
@@ -102,8 +134,12 @@ def _fsync_tree(folder):
 
 
 def write(graph, inputs, outputs, out):
-    """Write the SavedModel under a temporary name next to `out`, then rename it into place."""
-    parent, name = os.path.split(os.path.abspath(out))
+    """Write the SavedModel under a temporary name next to `out`, then rename it into place.
+
+    A symlink `out` stays: the folder it points to is the one replaced.
+    """
+    target = os.path.realpath(out)
+    parent, name = os.path.split(target)
     tmp = os.path.join(parent, f'.{name}.partial-{os.getpid()}')
     old = os.path.join(parent, f'.{name}.replaced-{os.getpid()}')
     try:
@@ -122,14 +158,14 @@ def write(graph, inputs, outputs, out):
                                                  strip_default_attrs=True)
         builder.save()
         _fsync_tree(tmp)
-        replacing = os.path.lexists(out)  # an earlier export and --overwrite, as check_out made sure
+        replacing = os.path.lexists(target)  # an earlier export and --overwrite, as check_out made sure
         if replacing:
-            os.replace(out, old)
+            os.replace(target, old)
         try:
-            os.replace(tmp, out)
+            os.replace(tmp, target)
         except OSError:
             if replacing:
-                os.replace(old, out)
+                os.replace(old, target)
             raise
     except (OSError, tf.errors.OpError) as error:
         raise errors.UserError(f'could not write {out} ({str(error).splitlines()[0]}); nothing was changed')

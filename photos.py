@@ -8,6 +8,7 @@ import glob
 import os
 import stat
 import struct
+import tempfile
 
 import cv2
 import numpy as np
@@ -211,6 +212,25 @@ def read_image(path, what='image', check=None):
     return img if img.ndim == 2 else img[..., ::-1]
 
 
+def transparent(path, shape):
+    """The pixels an image file leaves transparent (alpha below half): bool [H,W] of the photo's
+    shape, or None if it has no alpha channel or no transparent pixel. Call after read_image."""
+    try:
+        img = decode(path, cv2.IMREAD_UNCHANGED)
+    except (Unusable, OSError):
+        return None  # read_image has read it: nothing changed but the file under our feet
+    if img.ndim != 3 or img.shape[2] != 4:
+        return None
+    alpha = img[..., 3]
+    hole = alpha < (0.5 if alpha.dtype.kind == 'f' else (int(np.iinfo(alpha.dtype).max) + 1) // 2)
+    if not hole.any():
+        return None
+    if hole.shape != tuple(shape[:2]):  # the colours were turned by the file's EXIF orientation
+        raise UserError(f'the transparent pixels of {path} do not line up with the photo as its EXIF '
+                        f'orientation turns it; give the hole with --mask')
+    return hole
+
+
 def read_mask(path, shape, image_path):
     """A mask image of the photo's size; pixels brighter than 127 are the hole."""
     def same_size(width, height):  # the header's sides may be the EXIF-rotated ones
@@ -336,6 +356,22 @@ def _writable_folder(path):
     return folder if os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK) else None
 
 
+def make_folder(folder):
+    """Create folder and its parents for results, or raise a one-line UserError saying why not."""
+    blocker = folder
+    while not os.path.lexists(blocker) and os.path.dirname(blocker) != blocker:
+        blocker = os.path.dirname(blocker)
+    if os.path.lexists(blocker) and not os.path.isdir(blocker):
+        raise UserError(f'cannot write to {folder}/: {blocker} is a file; set --OUTPUT_DIR to a folder')
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):  # the only sure test: permissions, read-only mounts
+            pass
+    except OSError as error:
+        raise UserError(f'cannot write to {folder}/ ({error.strerror or error}); choose another '
+                        f'--OUTPUT_DIR or fix its permissions')
+
+
 def check_outputs(found, overwrite=False):
     """Refuse, before any work, an output that would replace an input, another output, or
     (unless overwrite) any file that exists. found: jobs()' triples."""
@@ -379,10 +415,20 @@ def load_jobs(image, mask, box, out, overwrite=False, check_size=None):
     for image_path, mask_path, out_path in found:
         check = check_size and functools.partial(check_size, f'image {image_path}')
         photo = read_image(image_path, check=check)
+        clear = transparent(image_path, photo.shape)
+        if clear is not None and (mask_path or box):
+            given = f'--mask {mask_path}' if mask_path else f'--box {box}'
+            print(f'note: {image_path} has {int(clear.sum()):,} transparent pixels; the hole is {given}, '
+                  f'and the colours under them count as known')
         if mask_path:
             hole, where = read_mask(mask_path, photo.shape, image_path), f'mask {mask_path}'
-        else:
+        elif box:
             hole, where = box_mask(box, photo.shape), f'--box {box}'
+        elif clear is not None:
+            hole, where = clear, f'the transparency of {image_path}'
+        else:
+            raise UserError(f'--image {image_path} needs a hole: --mask FILE (white = hole), --box '
+                            f'x,y,w,h, or a PNG whose transparent pixels are the hole')
         check_hole(hole, where)
         work.append((photo, hole, out_path))
     return work

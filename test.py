@@ -12,6 +12,7 @@ checkpoint sees the same holes) and writes
 
 Your own photos, at their own resolution (white in the mask = hole):
     python test.py --image photo.jpg --mask mask.png --out result.png
+    python test.py --image photo.png        # a PNG's transparent pixels are the hole
     python test.py --image photo.jpg --box 40,60,32,24 --blend    # rectangle x,y,w,h
     python test.py --image photos/ --mask masks/ --out completed/  # masks named like the photos
     python test.py --image photo.jpg --mask mask.png --resize 128 --model pretrained
@@ -190,8 +191,6 @@ def parse_args(argv):
                         help='checkpoint to use (default: latest for --image, both for the test set)')
     args = parser.parse_args(argv)
     if args.image:
-        if not args.mask and not args.box:
-            raise errors.UserError('--image needs a hole: --mask FILE (white = hole) or --box x,y,w,h')
         if args.mask and args.box:
             raise errors.UserError('give --mask or --box, not both')
         if args.resize is not None and args.resize < inference.SIZE_STEP:
@@ -225,6 +224,7 @@ def main(argv):
         if args.npy and not os.path.exists(npy):
             raise errors.UserError(f'--npy {npy} not found')
         data.load_images(npy)
+        photos.make_folder(os.path.join(config.OUTPUT_DIR, 'test'))
         if not args.model and len(found) == 1:
             (only, path), = found.items()
             missing = backup.LATEST if only == backup.PRETRAINED else backup.PRETRAINED
