@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 
+import filelock
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,13 +64,20 @@ TRAINED = dict(PRETRAIN_EPOCH=6, D_EPOCH=1, MAX_EPOCH=8, KEEP_CHECKPOINTS=1, LEA
 def trained_run(tmp_path_factory):
     """A tiny model trained by train.py through all three phases, shared by every test that only
     reads it: its folder, with npy/, backup/ (pretrained, latest-49, latest-56) and output/.
-    A test that writes into these folders copies them first."""
-    tmp = tmp_path_factory.mktemp('trained_run')
-    args = tiny_args(tmp, TRAIN_RATIO=TRAINED_RATIO, **TRAINED)
-    made = run_script('to_npy.py', '--demo', str(TRAINED_IMAGES), *args)
-    assert made.returncode == 0, made.stderr
-    trained = run_script('train.py', *args)
-    assert trained.returncode == 0, trained.stderr
+    A test that writes into these folders copies them first. Under pytest-xdist the first
+    worker to need it trains it; the others wait for it and share it."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get('PYTEST_XDIST_WORKER'):
+        base = base.parent  # the session's folder, above each worker's own
+    tmp, done = base / 'trained_run', base / 'trained_run.done'
+    with filelock.FileLock(str(base / 'trained_run.lock')):
+        if not done.exists():
+            args = tiny_args(tmp, TRAIN_RATIO=TRAINED_RATIO, **TRAINED)
+            made = run_script('to_npy.py', '--demo', str(TRAINED_IMAGES), *args)
+            assert made.returncode == 0, made.stderr
+            trained = run_script('train.py', *args)
+            assert trained.returncode == 0, trained.stderr
+            done.touch()
     return tmp
 
 
@@ -83,6 +91,9 @@ def tiny_graph(seed=0, **values):
     with graph.as_default():
         tf1.set_random_seed(seed)
         model = network.Model()
-        sess = tf1.Session(graph=graph)
+        # Grappler off: the same ops, without 1-3 s of graph rewriting at each op's first run.
+        settings = tf1.ConfigProto()
+        settings.graph_options.rewrite_options.disable_meta_optimizer = True
+        sess = tf1.Session(graph=graph, config=settings)
         sess.run([tf1.global_variables_initializer(), tf1.local_variables_initializer()])
     return model, sess

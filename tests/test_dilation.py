@@ -123,6 +123,7 @@ def test_cli_turns_onednn_on_for_training_on_x86_only(script, user, want):
     assert result.stdout.strip() == str(want if x86 or user else None)
 
 
+@pytest.mark.slow
 def test_training_without_onednn_runs_all_three_phases(tmp_path):
     """TensorFlow's own CPU kernels, as on a CPU without AVX-512: the space-to-batch path trains."""
     args = tiny_args(tmp_path)

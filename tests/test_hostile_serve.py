@@ -17,6 +17,7 @@ import pytest
 
 import app
 import config
+import export as export_script
 import errors
 import synthetic
 from conftest import ROOT, TINY, run_script
@@ -36,8 +37,8 @@ def run(tmp_path_factory):
     config.set_values({**TINY, 'OUTPUT_DIR': str(tmp / 'output')})
     save_tiny_checkpoint(tmp / 'backup')
     config.set_values(saved)
-    made = run_script('export.py', f'--BACKUP_DIR={tmp}/backup')
-    assert made.returncode == 0, made.stderr
+    assert export_script.main([f'--BACKUP_DIR={tmp}/backup']) == 0
+    config.set_values(saved)
     return tmp
 
 
@@ -49,11 +50,11 @@ def test_overwrite_refuses_an_export_folder_holding_other_files(run, tmp_path):
     for name in ('saved_model.pb', 'NOTES.txt'):
         (export / name).write_bytes(b'mine')
     (export / 'variables').mkdir()
-    refused = run_script('export.py', f'--BACKUP_DIR={run}/backup', '--out', str(export), '--overwrite')
-    assert refused.returncode == 2
-    assert error_lines(refused) == [
-        f'error: {export}/ holds NOTES.txt, which export.py did not write, and --overwrite replaces the '
-        f'whole folder: move them out, or choose another --out']
+    with pytest.raises(errors.UserError) as error:
+        export_script.main([f'--BACKUP_DIR={run}/backup', '--out', str(export), '--overwrite'])
+    assert str(error.value) == (
+        f'{export}/ holds NOTES.txt, which export.py did not write, and --overwrite replaces the '
+        f'whole folder: move them out, or choose another --out')
     assert sorted(os.listdir(export)) == ['NOTES.txt', 'saved_model.pb', 'variables']
     assert (export / 'NOTES.txt').read_bytes() == b'mine'
 
@@ -61,11 +62,9 @@ def test_overwrite_refuses_an_export_folder_holding_other_files(run, tmp_path):
 def test_overwrite_through_a_symlink_replaces_its_folder_and_leaves_nothing_behind(run, tmp_path):
     real, links = tmp_path / 'real', tmp_path / 'links'
     links.mkdir()
-    made = run_script('export.py', f'--BACKUP_DIR={run}/backup', '--out', str(real / '1'))
-    assert made.returncode == 0, made.stderr
+    assert export_script.main([f'--BACKUP_DIR={run}/backup', '--out', str(real / '1')]) == 0
     (links / '1').symlink_to(real / '1')
-    replaced = run_script('export.py', f'--BACKUP_DIR={run}/backup', '--out', str(links / '1'), '--overwrite')
-    assert replaced.returncode == 0, replaced.stderr
+    assert export_script.main([f'--BACKUP_DIR={run}/backup', '--out', str(links / '1'), '--overwrite']) == 0
     assert os.readlink(links / '1') == str(real / '1')
     assert os.listdir(links) == ['1'] and os.listdir(real) == ['1']  # no .replaced-PID, no .partial-PID
     assert os.path.isfile(real / '1' / 'saved_model.pb')
@@ -127,14 +126,15 @@ def test_bool_and_0_1_masks_are_holes_and_bad_images_are_refused_with_what_to_do
                     '--OUTPUT_DIR or fix its permissions'),
 ])
 def test_the_test_set_checks_its_output_folder_before_loading_the_networks(run, tmp_path, output_dir,
-                                                                            message):
+                                                                            message, capsys):
+    import test as script
     (tmp_path / 'file').write_text('mine')
     np.save(tmp_path / 'x_test.npy', synthetic.faces(8, 32, 0))
-    done = run_script('test.py', f'--BACKUP_DIR={run}/backup', f'--npy={tmp_path}/x_test.npy',
-                      f'--OUTPUT_DIR={output_dir.format(t=tmp_path)}')
-    assert done.returncode == 2
-    assert error_lines(done) == [f'error: {message.format(t=tmp_path)}']
-    assert 'device:' not in done.stdout  # printed just before the networks are built
+    with pytest.raises(errors.UserError) as error:
+        script.main([f'--BACKUP_DIR={run}/backup', f'--npy={tmp_path}/x_test.npy',
+                     f'--OUTPUT_DIR={output_dir.format(t=tmp_path)}'])
+    assert str(error.value) == message.format(t=tmp_path)
+    assert 'device:' not in capsys.readouterr().out  # printed just before the networks are built
     assert (tmp_path / 'file').read_text() == 'mine'
 
 
@@ -181,7 +181,7 @@ def test_a_pngs_transparent_pixels_are_the_hole_without_a_mask(run, tmp_path, ca
     (['--port', '{port}'], '--port {port} is in use on 127.0.0.1 (another app.py?): stop what listens there, '
                            'or choose another --port'),
 ])
-def test_the_page_says_why_it_cannot_start(run, tmp_path, args, message):
+def test_the_page_says_why_it_cannot_start(run, tmp_path, args, message, capsys):
     import socket
     if importlib.util.find_spec('gradio') is None:
         pytest.skip(f'Gradio is not installed ({app.INSTALL})')
@@ -191,12 +191,11 @@ def test_the_page_says_why_it_cannot_start(run, tmp_path, args, message):
         taken.listen()
         port = taken.getsockname()[1]
         fill = {'t': tmp_path, 'port': port}
-        done = run_script('app.py', f'--BACKUP_DIR={run}/backup', f'--OUTPUT_DIR={tmp_path}/out',
-                          *[a.format(**fill) for a in args], timeout=120)
-    assert done.returncode == 2, done.stdout + done.stderr
-    lines = error_lines(done)
-    assert len(lines) == 1 and lines[0].startswith(f'error: {message.format(**fill)}'), done.stderr
-    assert 'open http' not in done.stdout
+        with pytest.raises(errors.UserError) as error:
+            app.main([f'--BACKUP_DIR={run}/backup', f'--OUTPUT_DIR={tmp_path}/out',
+                      *[a.format(**fill) for a in args]])
+    assert str(error.value).startswith(message.format(**fill)), error.value
+    assert 'open http' not in capsys.readouterr().out
     assert (tmp_path / 'file').read_text() == 'mine'
 
 
@@ -381,6 +380,7 @@ def test_a_pngs_transparent_pixels_are_the_hole_on_the_page(server, tmp_path):
         assert (image[~clear] == rgb[~clear]).all()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec('selenium') is None or not os.path.exists(page.CHROMIUM)
                     or not os.path.exists(page.CHROMEDRIVER), reason="needs Selenium and Debian's browser")
 def test_a_browser_fills_a_pngs_transparent_pixels_without_paint(server, tmp_path):

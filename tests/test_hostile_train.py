@@ -24,7 +24,7 @@ import config
 import plots
 import replicas
 import train
-from conftest import ROOT, run_script, tiny_args
+from conftest import ROOT, TINY, run_script, tiny_args
 from errors import UserError
 
 TF_NOISE = re.compile(r'^(WARNING: All log messages before absl::InitializeLog'
@@ -94,6 +94,7 @@ def small_npy(tmp):
 
 # --- going back to an older save -------------------------------------------------------------
 
+@pytest.mark.slow
 def test_resume_of_an_older_save_keeps_the_newer_saves_and_loss_rows(trained, tmp_path, npy):
     run = clone(trained, tmp_path / 'run')
     args = tiny_args(run, NPY_DIR=npy, PRETRAIN_EPOCH=1, D_EPOCH=1)
@@ -133,16 +134,16 @@ def backup_list(folder):
 
 # --- two runs, one OUTPUT_DIR ---------------------------------------------------------------
 
-def test_a_second_run_on_another_runs_output_dir_is_refused(trained, tmp_path, npy):
+def test_a_second_run_on_another_runs_output_dir_is_refused(trained_run, tmp_path, npy):
     shared = tmp_path / 'output'
-    shutil.copytree(trained / 'output', shared)  # run A's files, A's backup/ named in run.json
-    (shared / 'run.json').write_text(json.dumps({'BACKUP_DIR': str(trained / 'backup')}))
+    shutil.copytree(trained_run / 'output', shared)  # run A's files, A's backup/ named in run.json
+    (shared / 'run.json').write_text(json.dumps({'BACKUP_DIR': str(trained_run / 'backup')}))
     before = (shared / 'loss.csv').read_bytes()
     other = tmp_path / 'runs' / 'b' / 'backup'
     result = run_script('train.py', *tiny_args(tmp_path, NPY_DIR=npy, BACKUP_DIR=other, OUTPUT_DIR=shared,
                                                MAX_EPOCH=0))
     line = one_error(result)
-    assert f'{shared}/loss.csv holds the losses of the run in {trained / "backup"}' in line, line
+    assert f'{shared}/loss.csv holds the losses of the run in {trained_run / "backup"}' in line, line
     assert f'--OUTPUT_DIR={tmp_path / "runs" / "b" / "output"}' in line, line
     assert (shared / 'loss.csv').read_bytes() == before
     assert sorted(os.listdir(other)) == ['train.lock']  # nothing saved either
@@ -152,8 +153,8 @@ def test_a_second_run_on_another_runs_output_dir_is_refused(trained, tmp_path, n
     with pytest.raises(UserError, match='holds the losses of another run'):
         train.main(tiny_args(tmp_path, NPY_DIR=npy, BACKUP_DIR=other, OUTPUT_DIR=shared, MAX_EPOCH=0))
     assert (shared / 'loss.csv').read_bytes() == before
-    config.set_values({'BACKUP_DIR': str(trained / 'backup'), 'OUTPUT_DIR': str(shared)})
-    assert backup.read_owner() is None  # trained's config.json names its own output/, not this copy
+    config.set_values({'BACKUP_DIR': str(trained_run / 'backup'), 'OUTPUT_DIR': str(shared)})
+    assert backup.read_owner() is None  # trained_run's config.json names its own output/, not this copy
     named = tmp_path / 'named'
     named.mkdir()
     (named / 'config.json').write_text(json.dumps({'OUTPUT_DIR': str(shared)}))
@@ -195,6 +196,7 @@ def wait_for_line(proc, path, words, timeout=180):
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('sig, status', [(signal.SIGINT, 130), (signal.SIGTERM, 0)])
 def test_ctrl_c_and_sigterm_end_the_wait_for_a_worker_that_never_answers(npy, tmp_path, sig, status):
     proc, _ = start_alone(npy, tmp_path)
@@ -215,6 +217,7 @@ def test_ctrl_c_and_sigterm_end_the_wait_for_a_worker_that_never_answers(npy, tm
     assert said == [f'stopped by {sig.name} while waiting for the other workers; nothing was trained or saved'], said
 
 
+@pytest.mark.slow
 def test_the_wait_for_the_other_workers_is_a_setting(npy, tmp_path):
     proc, other = start_alone(npy, tmp_path, '--WORKER_WAIT_SECONDS=2')
     try:
@@ -338,7 +341,7 @@ def fake_saves(folder, *names, listed=True):
 def test_a_string_in_config_json_suggests_the_fix_that_works(tmp_path):
     npy = small_npy(tmp_path)
     fake_saves(tmp_path / 'backup', 'latest-4')
-    saved = {**config.as_dict(), **dict(IMAGE_SIZE=32, LOCAL_SIZE=16, HOLE_MIN=4, HOLE_MAX=10, BATCH_SIZE=8)}
+    saved = {**config.as_dict(), **TINY}
     path = tmp_path / 'backup' / 'config.json'
     path.write_text(json.dumps({**saved, 'IMAGE_SIZE': '32'}))
     with pytest.raises(UserError) as error:
@@ -348,8 +351,7 @@ def test_a_string_in_config_json_suggests_the_fix_that_works(tmp_path):
         backup.apply_run_config([f'--BACKUP_DIR={tmp_path / "backup"}'])  # as test.py, export.py, app.py read it
 
     path.write_text(json.dumps(saved))  # as it says
-    config.set_values({'BACKUP_DIR': str(tmp_path / 'backup'), 'IMAGE_SIZE': 32, 'LOCAL_SIZE': 16,
-                       'HOLE_MIN': 4, 'HOLE_MAX': 10})
+    config.set_values({**TINY, 'BACKUP_DIR': str(tmp_path / 'backup')})
     backup.check_compatible(backup.read_run_config(), 'pass --{key}={saved!r}')  # no error: it resumes
     for value, fix in ((32.0, '32'), ('thirty', '32'), ('true', 'true')):
         key = 'FLIP' if fix == 'true' else 'IMAGE_SIZE'

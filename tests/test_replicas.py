@@ -66,6 +66,7 @@ def restored(count, path):
     return model, sess, parallel
 
 
+@pytest.mark.slow
 def test_one_replica_steps_like_the_single_device_graph_bit_for_bit(start):
     path, single, single_sess = start  # REPLICAS=1: no strategy at all
     assert replicas.Replicas().strategy is None
@@ -84,6 +85,7 @@ def test_one_replica_steps_like_the_single_device_graph_bit_for_bit(start):
         assert np.array_equal(want[name], got[name]), name
 
 
+@pytest.mark.slow
 def test_two_replicas_apply_the_mean_of_their_gradients(start):
     path, single, single_sess = start
     model, sess, parallel = restored(2, path)
@@ -108,6 +110,7 @@ def test_two_replicas_apply_the_mean_of_their_gradients(start):
     assert model.state(sess)[3] == 1  # one update
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_two_replicas_restores_into_one(tmp_path, start):
     path, _, _ = start
     model, sess, _ = restored(2, path)

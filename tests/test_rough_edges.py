@@ -66,7 +66,7 @@ def test_each_requirements_file_installs_tensorflow_2_21_everywhere(name, gpu_bu
         if system == 'Linux x86_64':
             assert tf[0].name == gpu_build, (name, tf[0])
         optional = {r.name for f in ('requirements-app.txt', 'requirements-eval.txt')
-                    for r in requirement_lines(f)} | {'pytest', 'selenium'}  # the tests' extras
+                    for r in requirement_lines(f)} | {'pytest', 'pytest-xdist', 'selenium'}  # the tests' extras
         others = {n: str(r) for n, r in packages.items() if n not in TENSORFLOW | optional}
         assert others == {n: str(r) for n, r in main[system].items() if n not in TENSORFLOW}, name
         assert {'numpy', 'opencv-python-headless', 'tqdm', 'matplotlib', 'tensorboard',

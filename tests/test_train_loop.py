@@ -1,5 +1,6 @@
 """train.py's loop: window means, epoch means and the stop rule stay right across a resume;
 no save is written twice, and `pretrained` is the save it equals, linked or copied."""
+import dataclasses
 import errno
 import filecmp
 import os
@@ -58,32 +59,30 @@ class StopAfter:
         return self.looks >= self.steps
 
 
-def real_run(checkpoint=None, interrupt=None):
-    """The tiny training graph in a train.Run, restored from `checkpoint` or fresh (seeded);
-    and a function that saves it to a path."""
+def real_run():
+    """The tiny training graph in a train.Run (seeded), with functions that save it to a path
+    and restore it from one."""
     model, sess = tiny_graph(seed=0)
     with sess.graph.as_default():
         saver = tf1.train.Saver()
-    if checkpoint:
-        saver.restore(sess, checkpoint)
     images = synthetic.faces(6 * config.BATCH_SIZE, config.IMAGE_SIZE, 3)
     log = types.SimpleNamespace(scalars=lambda step, values: None)
-    run = train.Run(sess, model, images, interrupt or types.SimpleNamespace(signal=None), log, lambda: None)
-    return run, lambda path: saver.save(sess, str(path))
+    run = train.Run(sess, model, images, types.SimpleNamespace(signal=None), log, lambda: None)
+    return run, lambda path: saver.save(sess, str(path)), lambda path: saver.restore(sess, path)
 
 
 def test_epoch_means_after_a_resume_cover_every_step_of_the_epoch(tiny_config, tmp_path):
     """Mid-epoch, and a Ctrl-C on the epoch's last step: the resumed epoch's means are the
     uninterrupted epoch's, not those of the steps after the resume (or none at all)."""
-    first, save = real_run()
+    run, save, restore = real_run()
     start = save(tmp_path / 'start')
-    whole = train.run_epoch(first, 1, 0, 0)  # 6 steps
+    whole = train.run_epoch(run, 1, 0, 0)  # 6 steps
     for stop in (2, 6):
-        run, save = real_run(start, StopAfter(stop))
-        partial = train.run_epoch(run, 1, 0, 0)
+        restore(start)
+        partial = train.run_epoch(dataclasses.replace(run, interrupt=StopAfter(stop)), 1, 0, 0)
         assert run.model.state(run.sess)[2] == stop
-        resumed, _ = real_run(save(tmp_path / f'stopped-{stop}'))
-        means = train.run_epoch(resumed, 1, 0, stop)
+        restore(save(tmp_path / f'stopped-{stop}'))
+        means = train.run_epoch(run, 1, 0, stop)
         assert means['mse'] == pytest.approx(whole['mse'], rel=1e-6), stop
         if stop < 6:
             assert partial['mse'] != pytest.approx(whole['mse'], rel=1e-3)  # the test can tell
@@ -140,10 +139,10 @@ def test_pretrained_is_the_save_it_equals_linked_or_copied(tiny_data, capsys, mo
             raise OSError(errno.EPERM, 'Operation not permitted', source)
         monkeypatch.setattr(os, 'link', no_links)
     saves = recorded(monkeypatch, backup, 'save')
-    status, printed = train_in_process(tiny_data, capsys, '--PRETRAIN_EPOCH=1', '--D_EPOCH=1', '--MAX_EPOCH=3')
+    status, printed = train_in_process(tiny_data, capsys, '--PRETRAIN_EPOCH=1', '--D_EPOCH=1', '--MAX_EPOCH=2')
     folder = tiny_data / 'backup'
     assert status == 0 and f'phase 1 done after 1 epochs: saved {folder / "pretrained"}\n' in printed
-    assert [(name, step) for _, _, name, step in saves] == [('latest', 2), ('latest', 4), ('latest', 6)]
+    assert [(name, step) for _, _, name, step in saves] == [('latest', 2), ('latest', 4)]
     files = sorted(path.name[len('latest-2'):] for path in folder.glob('latest-2.*'))
     assert files == ['.data-00000-of-00001', '.index']
     assert sorted(path.name for path in folder.glob('pretrained*')) == [f'pretrained{f}' for f in files]
