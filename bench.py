@@ -29,6 +29,8 @@ Sections, numbered as the rows of the table:
 11 profile  where a step's time goes: op types of one traced step per phase
 12 replicas images/s of phases 1 and 3 with each batch split between 2 CPU devices
             (REPLICAS=2: MirroredStrategy, the all-reduce on the CPU) against one device
+13 precision images/s of phases 1-3 in each PRECISION (float32, float16, bfloat16), the
+            allocator peak of a phase-3 step in each, and the largest batch that fits 6 GiB
 
 Everything but 7, 9, 10 and 11 runs in this process, each section in its own
 tf.Graph built by network.Model (or, for the TF1 comparison, by network.generator
@@ -69,7 +71,7 @@ import train
 tf1 = tf.compat.v1
 HERE = os.path.dirname(os.path.abspath(__file__))
 SECTIONS = ('ceiling', 'flops', 'train', 'tf1', 'infer', 'memory', 'scale', 'to_npy', 'startup',
-            'profile', 'replicas')
+            'profile', 'replicas', 'precision')
 QUICK = {'IMAGE_SIZE': 32, 'LOCAL_SIZE': 16, 'HOLE_MIN': 4, 'HOLE_MAX': 8, 'BATCH_SIZE': 2}
 GiB = 2 ** 30
 GPU_BYTES = 6 * GiB  # the GPU BATCH_SIZE=16 must fit (6 GB cards have 6 GiB)
@@ -798,9 +800,48 @@ def replica_speed(args, ctx):
     return rows
 
 
+# ---------------------------------------------------------------- 13: precision
+def precision_speed(args, ctx):
+    """Each PRECISION's training speed per phase against float32, and its phase-3 memory.
+
+    The allocator peak counts activations in the precision's own bytes, as a GPU holds them;
+    cuDNN's workspaces and the CPU's float16 conversions differ from a GPU's, so the batch
+    that fits is an estimate.
+    """
+    batch, small = config.BATCH_SIZE, max(1, config.BATCH_SIZE // 4)
+    rng = np.random.RandomState(config.SEED)
+    feeds = {n: random_batch(rng, n, config.IMAGE_SIZE) for n in (batch, small)}
+    rows, base = [], {}
+    for precision in network.DTYPES:
+        progress(f'timing PRECISION={precision}')
+        with settings(PRECISION=precision):
+            model, sess = build_model()
+            for phase in (1, 2, 3):
+                ips = batch / epoch_speed(args, ctx, model, sess, phase)[0]
+                base.setdefault(phase, ips)
+                rows.append(Row(13, f'precision.ips.{precision}.{phase}', f'phase {phase} step, {precision}', ips,
+                                'images/s', f'{ips / base[phase]:.2f} x float32'))
+            peaks = {}
+            for n, feed in feeds.items():
+                sess.run(model.train_ops[3], model.feed(*feed))
+                peaks[n] = allocator_peak(traced_run(sess, model.train_ops[3], model.feed(*feed)))
+            variables = variable_bytes(model.images.graph)
+            sess.close()
+        per_image = (peaks[batch] - peaks[small]) / max(1, batch - small)
+        fixed = peaks[batch] - per_image * batch
+        fits = int((GPU_BYTES - GPU_RESERVE - variables - fixed) // per_image) if per_image > 0 else None
+        rows += [Row(13, f'precision.alloc.{precision}', f'allocator peak of a phase-3 step, batch {batch}, '
+                     f'{precision}', peaks[batch] / GiB, 'GiB', f'{per_image / 2**20:.0f} MiB per image + '
+                     f'{fixed / 2**20:.0f} MiB fixed; variables ({variables / 2**20:.0f} MiB, float32) apart'),
+                 Row(13, f'precision.max_batch.{precision}', f'largest batch in {GPU_BYTES // GiB} GiB, {precision} '
+                     f'(estimate)', fits, 'images', f'6 GiB - {GPU_RESERVE / GiB:.1f} GiB reserve - variables - '
+                     f'fixed, / per image')]
+    return rows
+
+
 RUNNERS = {'ceiling': ceiling, 'flops': flops, 'train': training, 'tf1': tf1_way, 'infer': inference,
            'memory': memory, 'scale': scaling, 'to_npy': to_npy_speed, 'startup': startup,
-           'profile': profile, 'replicas': replica_speed}
+           'profile': profile, 'replicas': replica_speed, 'precision': precision_speed}
 
 
 # ---------------------------------------------------------------- report

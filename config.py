@@ -35,6 +35,7 @@ BN_RECALIBRATE_BATCHES = 20  # batches used to re-estimate batch-norm statistics
 BATCH_SIZE = 16  # images per step; lower it if the GPU runs out of memory
 REPLICAS = 0  # devices that split each batch (README: Several GPUs): 0 every visible GPU, 1 one device; N > 1 on a machine without GPU: N CPU devices
 ACCUM_STEPS = 1  # batches whose mean gradient makes one update: BATCH_SIZE * ACCUM_STEPS images per step, batch norm sees BATCH_SIZE
+PRECISION = 'float32'  # the networks' arithmetic in training: 'float32'; 'float16' (GPU tensor cores, with dynamic loss scaling); 'bfloat16' (CPUs with AVX512_BF16 or AMX, newer GPUs); weights and checkpoints stay float32
 LEARNING_RATE = 1e-3  # Adam learning rate for both networks
 BETA1 = 0.9  # Adam beta1
 ALPHA = 1e-4  # weight of the adversarial loss against MSE_SCALE * mse; the paper's 4e-4 lost 1.5 dB more hole PSNR at equal minutes (QUALITY.md)
@@ -185,6 +186,7 @@ def validate():
     need(BATCH_SIZE >= 1, 'BATCH_SIZE', 'must be >= 1')
     need(REPLICAS >= 0, 'REPLICAS', 'must be >= 0 (0: every visible GPU)')
     need(ACCUM_STEPS >= 1, 'ACCUM_STEPS', 'must be >= 1')
+    need(PRECISION in ('float32', 'float16', 'bfloat16'), 'PRECISION', "must be 'float32', 'float16' or 'bfloat16'")
     need(NUM_IMAGES >= 2, 'NUM_IMAGES', 'must be >= 2')
     need(0 < TRAIN_RATIO < 1, 'TRAIN_RATIO', 'must be between 0 and 1')
     need(0 <= SEED < 2 ** 32, 'SEED', 'must be between 0 and 2**32 - 1 (numpy\'s seed range)')

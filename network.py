@@ -49,7 +49,12 @@ GLOBAL_CONVS = [64, 128, 256, 512, 512]  # whole image [B,128,128,3] -> [B,4,4,5
 LOCAL_CONVS = [64, 128, 256, 512]        # local patch [B,64,64,3] -> [B,4,4,512]
 BRANCH_UNITS = 1024                      # each branch ends in FC 1024 (+ ReLU: D_FC_RELU); concat -> FC 1
 LOSS_NAMES = ('mse', 'd_loss', 'g_adv')  # the losses train.py logs, in the order of state/loss_sums
-ADDED_STATE = ('state/loss_sums',)  # newer than some checkpoints: starts from zero when a resume lacks it
+# Newer than some checkpoints: a resume that lacks them starts them from their initial values.
+ADDED_STATE = ('state/loss_sums', 'state/g_loss_scale', 'state/g_good_steps', 'state/d_loss_scale',
+               'state/d_good_steps')
+DTYPES = {'float32': tf.float32, 'float16': tf.float16, 'bfloat16': tf.bfloat16}  # config.PRECISION
+# float16's dynamic loss scale: its start, and the finite steps after which it doubles.
+LOSS_SCALE_START, LOSS_SCALE_GROWTH_STEPS = 2.0 ** 15, 2000
 
 
 def _width(channels):
@@ -110,11 +115,13 @@ def _branch(x, convs, name, stats):
 def discriminator(image, patch, stats=None):
     """Global + local context discriminator (always with batch statistics).
 
-    Args: image [B,IMAGE_SIZE,IMAGE_SIZE,3]; patch [B,LOCAL_SIZE,LOCAL_SIZE,3]; stats: a list
-    for the batch norms' (moving average, batch value) pairs (layer.batch_norm).
-    Returns: logits [B] (real > 0).
+    Args: image [B,IMAGE_SIZE,IMAGE_SIZE,3]; patch [B,LOCAL_SIZE,LOCAL_SIZE,3], both of one
+    float type (computed in it); stats: a list for the batch norms' (moving average, batch
+    value) pairs (layer.batch_norm).
+    Returns: logits [B] (real > 0), of image's type.
     """
-    with tf1.variable_scope('discriminator', reuse=tf1.AUTO_REUSE):
+    getter = None if image.dtype == tf.float32 else _cast_weights(image.dtype)
+    with tf1.variable_scope('discriminator', reuse=tf1.AUTO_REUSE, custom_getter=getter):
         both = tf.concat([_branch(image, GLOBAL_CONVS, 'global', stats),
                           _branch(patch, LOCAL_CONVS, 'local', stats)], axis=1)  # [B,2048] at WIDTH 1
         return tf.squeeze(layer.dense(both, 1, 'fc'), axis=1)
@@ -176,6 +183,43 @@ def _average_updates(averages, values, decay):
     """layer.moving_average_updates for `averages` from `values`, _flat's vector of their batch values."""
     sizes = [average.shape[0] for average in averages]
     return layer.moving_average_updates(zip(averages, tf.split(values, sizes)), decay)
+
+
+class LossScale:
+    """Dynamic loss scaling of one network's updates in float16 (a pass-through otherwise).
+
+    float16 gradients of small losses underflow to zero. scale() multiplies the loss before
+    the gradients; apply() divides them again, then updates only if every gradient is
+    finite: a step with an inf or NaN is skipped and halves the scale, and each
+    LOSS_SCALE_GROWTH_STEPS finite steps in a row double it. The variables exist in every
+    precision, so every checkpoint holds the same names.
+    """
+
+    def __init__(self, name):
+        with tf1.variable_scope('state'):
+            self.value = tf1.get_variable(f'{name}_loss_scale', [], tf.float32, trainable=False,
+                                          initializer=tf1.constant_initializer(LOSS_SCALE_START))
+            self.good_steps = tf1.get_variable(f'{name}_good_steps', [], tf.int64, trainable=False,
+                                               initializer=tf1.zeros_initializer())
+        self.dynamic = config.PRECISION == 'float16'
+
+    def scale(self, loss):
+        return loss * self.value if self.dynamic else loss
+
+    def apply(self, optimizer, grads_and_vars):
+        """optimizer's update from gradients of scale(loss) (or of their sums, ACCUM_STEPS)."""
+        if not self.dynamic:
+            return optimizer.apply_gradients(grads_and_vars)
+        grads = [g / self.value for g, _ in grads_and_vars]
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+        update = tf.cond(finite, lambda: tf.group(optimizer.apply_gradients(
+            zip(grads, [v for _, v in grads_and_vars]))), tf.no_op)
+        with tf.control_dependencies([update]):
+            good = tf.where(finite, self.good_steps + 1, tf.zeros_like(self.good_steps))
+            grow = good >= LOSS_SCALE_GROWTH_STEPS
+            value = tf.where(finite, tf.where(grow, self.value * 2.0, self.value), self.value / 2.0)
+            return tf.group(self.value.assign(value),
+                            self.good_steps.assign(tf.where(grow, tf.zeros_like(good), good)))
 
 
 class Model:
@@ -242,6 +286,8 @@ class Model:
         strategy = tf.distribute.get_strategy()
         if config.ACCUM_STEPS > 1 and strategy.num_replicas_in_sync > 1:
             raise ValueError('ACCUM_STEPS > 1 works with one replica only')
+        if config.PRECISION == 'float16' and strategy.num_replicas_in_sync > 1:
+            raise ValueError('PRECISION=float16 works with one replica only (its loss scale skips steps)')
         replica = strategy.run(self._build_replica)
         local = strategy.experimental_local_results
 
@@ -298,13 +344,20 @@ class Model:
         x = tf.ensure_shape(_to_float(_share(self.images)), [None, size, size, 3])
         masks = tf.ensure_shape(_share(self.masks), [None, size, size, 1])
         g_stats, d_stats = [], []  # (moving average, batch value) pairs
-        raw = generator(generator_input(x, masks, self.mean_pixel), training=True, stats=g_stats)
+        # PRECISION: the networks compute in it; weights, batch-norm statistics and losses stay float32.
+        dtype = DTYPES[config.PRECISION]
+
+        def judge(image, patch, stats=None):
+            return tf.cast(discriminator(tf.cast(image, dtype), tf.cast(patch, dtype), stats), tf.float32)
+
+        net_input = tf.cast(generator_input(x, masks, self.mean_pixel), dtype)
+        raw = tf.cast(generator(net_input, training=True, stats=g_stats), tf.float32)
         fake = _keep_known(raw, x, masks)
         mse = tf.reduce_mean(masks * tf.square(fake - x))
         fake_patches = crop_local(fake, _share(self.corners), local)
-        real_logits = discriminator(x, crop_local(x, _share(self.real_corners), local), d_stats)
+        real_logits = judge(x, crop_local(x, _share(self.real_corners), local), d_stats)
         fake_stats = []
-        fake_logits = discriminator(fake, fake_patches, fake_stats)
+        fake_logits = judge(fake, fake_patches, fake_stats)
         # One update of D's averages from both passes, not two racing ones (D never uses them:
         # it always normalises with batch statistics; the checkpoint keeps them all the same).
         d_stats = [(average, (real + fake) / 2) for (average, real), (_, fake) in zip(d_stats, fake_stats)]
@@ -321,57 +374,59 @@ class Model:
         def share(loss):  # the optimizers sum the replicas' gradients: this makes it their mean
             return loss if count == 1 else loss / count
 
+        g_scale, d_scale = LossScale('g'), LossScale('d')
         scaled_mse = config.MSE_SCALE * mse
-        g_pretrain = g_opt.apply_gradients(g_opt.compute_gradients(share(scaled_mse), g_vars))
-        d_grads = d_opt.compute_gradients(share(d_loss), d_vars)
-        d_train = d_opt.apply_gradients(d_grads)
+        g_pretrain = g_scale.apply(g_opt, g_opt.compute_gradients(g_scale.scale(share(scaled_mse)), g_vars))
+        d_grads = d_opt.compute_gradients(d_scale.scale(share(d_loss)), d_vars)
+        d_train = d_scale.apply(d_opt, d_grads)
         if config.D_FIRST:
             with tf.control_dependencies([d_train]):  # D's variables are read after its update
-                g_adv = _bce(discriminator(fake, fake_patches), 1.0)
+                g_adv = _bce(judge(fake, fake_patches), 1.0)
         else:
             g_adv = _bce(fake_logits, 1.0)
         g_loss = scaled_mse + config.ALPHA * g_adv if config.ADVERSARIAL_G else scaled_mse
-        g_grads = g_opt.compute_gradients(share(g_loss), g_vars)
+        g_grads = g_opt.compute_gradients(g_scale.scale(share(g_loss)), g_vars)
         if config.D_FIRST:
-            joint = [g_opt.apply_gradients(g_grads), d_train]
+            joint = [g_scale.apply(g_opt, g_grads), d_train]
         else:
             # Both updates only after both sets of gradients exist.
             with tf.control_dependencies([g for g, _ in g_grads + d_grads]):
-                joint = [g_opt.apply_gradients(g_grads), d_opt.apply_gradients(d_grads)]
+                joint = [g_scale.apply(g_opt, g_grads), d_scale.apply(d_opt, d_grads)]
         replica = dict(mse=mse, d_loss=d_loss, g_adv=g_adv, g_loss=g_loss, real_logits=real_logits,
                        fake_logits=fake_logits, fake=fake, g_stats=_flat(g_stats), d_stats=_flat(d_stats),
                        train={1: tf.group(g_pretrain), 2: tf.group(d_train), 3: tf.group(*joint)})
         if config.ACCUM_STEPS > 1:
             acc_adv = _bce(fake_logits, 1.0)  # a separate run: D's update is already in
             acc_loss = scaled_mse + config.ALPHA * acc_adv if config.ADVERSARIAL_G else scaled_mse
-            replica['accumulate'] = (g_opt, d_opt, g_opt.compute_gradients(scaled_mse, g_vars), d_grads,
-                                     g_opt.compute_gradients(acc_loss, g_vars), acc_adv)
+            replica['accumulate'] = ((g_opt, g_scale), (d_opt, d_scale),
+                                     g_opt.compute_gradients(g_scale.scale(scaled_mse), g_vars), d_grads,
+                                     g_opt.compute_gradients(g_scale.scale(acc_loss), g_vars), acc_adv)
         return replica
 
-    def _build_accumulation(self, g_opt, d_opt, g_mse_grads, d_grads, g_grads, g_adv, d_bn_updates):
+    def _build_accumulation(self, g_update, d_update, g_mse_grads, d_grads, g_grads, g_adv, d_bn_updates):
         """ACCUM_STEPS > 1: `stages[phase]`, a list of (accumulate, losses, apply) that
         train.train_step runs: `accumulate` once per micro-batch (its gradients summed, batch
         norm updated on it), then `apply` once (the mean gradient, accumulators zeroed);
-        then `count_step` with the step's mean losses."""
+        then `count_step` with the step's mean losses. g_update, d_update: (optimizer, LossScale)."""
         def stage(pairs, losses, bn_updates):
             adds, applies, all_sums = [], [], []
-            for optimizer, grads in pairs:
+            for (optimizer, scale), grads in pairs:
                 with tf1.variable_scope('accumulate', reuse=tf1.AUTO_REUSE):
                     sums = [tf1.get_variable(v.op.name, v.shape, trainable=False, initializer=tf1.zeros_initializer(),
                                              collections=[tf1.GraphKeys.LOCAL_VARIABLES]) for _, v in grads]
                 adds += [s.assign_add(g) for s, (g, _) in zip(sums, grads)]
-                applies.append(optimizer.apply_gradients(
-                    [(s / config.ACCUM_STEPS, v) for s, (_, v) in zip(sums, grads)]))
+                mean = [(s / config.ACCUM_STEPS, v) for s, (_, v) in zip(sums, grads)]
+                applies.append(scale.apply(optimizer, mean))
                 all_sums += sums
             with tf.control_dependencies(applies):  # zeroed only once the update has read them
                 apply = tf.group(*[s.assign(tf.zeros_like(s)) for s in all_sums])
             return tf.group(*adds, *bn_updates), losses, apply
 
-        g_stage = stage([(g_opt, g_grads)], {'mse': self.mse, 'g_adv': g_adv}, self.g_bn_updates)
-        d_stage = stage([(d_opt, d_grads)], {'mse': self.mse, 'd_loss': self.d_loss}, d_bn_updates)
-        joint = stage([(g_opt, g_grads), (d_opt, d_grads)],
+        g_stage = stage([(g_update, g_grads)], {'mse': self.mse, 'g_adv': g_adv}, self.g_bn_updates)
+        d_stage = stage([(d_update, d_grads)], {'mse': self.mse, 'd_loss': self.d_loss}, d_bn_updates)
+        joint = stage([(g_update, g_grads), (d_update, d_grads)],
                       {'mse': self.mse, 'd_loss': self.d_loss, 'g_adv': g_adv}, self.g_bn_updates + d_bn_updates)
-        self.stages = {1: [stage([(g_opt, g_mse_grads)], {'mse': self.mse}, self.g_bn_updates)],
+        self.stages = {1: [stage([(g_update, g_mse_grads)], {'mse': self.mse}, self.g_bn_updates)],
                        2: [d_stage],
                        3: [d_stage, g_stage] if config.D_FIRST else [joint]}
         self.step_losses = tf1.placeholder(tf.float64, [len(LOSS_NAMES)], 'step_losses')

@@ -104,6 +104,9 @@ class Replicas:
         if accum_steps > 1 and self.count > 1:
             raise UserError(f'ACCUM_STEPS={accum_steps} works with one replica only: set --ACCUM_STEPS=1 '
                             f'(the {self.count} replicas already share BATCH_SIZE={batch_size}) or --REPLICAS=1')
+        if config.PRECISION == 'float16' and self.count > 1:
+            raise UserError(f'PRECISION=float16 works with one replica only (its loss scale skips whole '
+                            f'steps): set --PRECISION=bfloat16 or float32, or --REPLICAS=1')
 
     def describe(self):
         if self.workers > 1:

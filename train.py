@@ -368,7 +368,9 @@ def main(argv):
     finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in tf1.global_variables()
                             if v.dtype.base_dtype.is_floating])
     sess = parallel.session()
-    print(f'device: {network.device_name()}; dilated convolutions {layer.dilation_path()}; {parallel.describe()}')
+    scaling = ' with dynamic loss scaling' if config.PRECISION == 'float16' else ''
+    print(f'device: {network.device_name()}; dilated convolutions {layer.dilation_path()}; {parallel.describe()}; '
+          f'{config.PRECISION}{scaling}')
     try:
         # Several workers: the initializer waits for all of them (worker 0 sends the initial
         # weights), so the others look for a checkpoint only after worker 0 has moved any aside.
