@@ -202,14 +202,13 @@ def train(sess, model, saver, finite, train_images, test_images, interrupt, para
     samples = np.asarray(test_images[:count])
     sample_masks, _ = data.sample_holes(data.stream('samples'), count)
 
-    newest = {}  # this run's newest latest-<step> save: its step and path
+    newest = {}  # this run's newest latest-<step> save: its (phase, step) and path
 
     def save(name=backup.LATEST):
-        """Save as `name`; returns its path. At the step of the newest save no weight has
-        changed (at most the phase, which a resume sets again from the epoch): that save is
-        kept (`latest`) or linked to (`pretrained`)."""
+        """Save as `name`; returns its path. At the phase and step of the newest save nothing
+        has changed: that save is kept (`latest`) or linked to (`pretrained`)."""
         now_phase, now_epoch, _, step = model.state(sess)
-        if newest.get('step') == step:
+        if newest.get('state') == (now_phase, step):
             if name == backup.LATEST or not parallel.chief:
                 return newest['path']
             return backup.alias(newest['path'], name)
@@ -223,7 +222,7 @@ def train(sess, model, saver, finite, train_images, test_images, interrupt, para
         else:
             path = 'by worker 0'
         if name == backup.LATEST:  # on every worker: they skip the same saves (recalibration is collective)
-            newest.update(step=step, path=path)
+            newest.update(state=(now_phase, step), path=path)
         return path
 
     def set_phase(value):

@@ -1,6 +1,7 @@
 """Shared test setup: tiny sizes so the whole suite runs on 2 CPU cores."""
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -79,6 +80,17 @@ def trained_run(tmp_path_factory):
             assert trained.returncode == 0, trained.stderr
             done.touch()
     return tmp
+
+
+def free_ports(count):
+    """Ports at 127.0.0.1 that nothing listens on (bound, then released)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(('127.0.0.1', 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
 
 
 def tiny_graph(seed=0, **values):

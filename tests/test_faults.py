@@ -215,7 +215,8 @@ def test_kill_9_at_any_moment_resumes_from_last_save(npy_dir, tmp_path):
     each followed by a resume; then a no-op resume proves the variables come back
     bit-identical, and a last run finishes all four epochs with nothing counted twice."""
     backup, output = tmp_path / 'backup', tmp_path / 'output'
-    args = ['train.py', *TRAIN, *dirs(npy_dir, backup, output), '--PRETRAIN_EPOCH=2',
+    # WIDTH=2: checkpoints of ~67 MB, whose writes last long enough for a kill to land inside.
+    args = ['train.py', *TRAIN, '--WIDTH=2', *dirs(npy_dir, backup, output), '--PRETRAIN_EPOCH=2',
             '--D_EPOCH=1', '--MAX_EPOCH=4', '--SAVE_MINUTES=0.01', '--KEEP_CHECKPOINTS=1']
     rng = random.Random(SEED)
 
@@ -575,6 +576,15 @@ def npy_state(npy):
     return state
 
 
+def kill_group(proc, sig):
+    """Send sig to proc's process group; False if it had already ended."""
+    try:
+        os.killpg(proc.pid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+
+
 @pytest.mark.slow
 def test_to_npy_killed_anywhere_never_leaves_a_half_written_npy(tmp_path):
     npy = tmp_path / 'npy'
@@ -613,8 +623,7 @@ def test_to_npy_killed_anywhere_never_leaves_a_half_written_npy(tmp_path):
         while proc.proc.poll() is None:
             if any(n.startswith('.x_train.npy.') for n in written()):  # atomic.replace's temp
                 time.sleep(rng.uniform(0, 0.004))
-                os.killpg(proc.pid, sig)
-                return True
+                return kill_group(proc, sig)
             time.sleep(0.0005)
         return False
 
@@ -630,8 +639,7 @@ def test_to_npy_killed_anywhere_never_leaves_a_half_written_npy(tmp_path):
                     killed = signal_when_writing(proc, signal.SIGKILL)
                 else:
                     time.sleep(delay)
-                    killed = proc.proc.poll() is None
-                    os.killpg(proc.pid, signal.SIGKILL)  # its pool workers too, if any
+                    killed = kill_group(proc, signal.SIGKILL)  # its pool workers too, if any
                 proc.proc.wait()
             finally:
                 proc.stop()

@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import config
 import plots
 import replicas
 import train
-from conftest import ROOT, TINY, run_script, tiny_args
+from conftest import ROOT, TINY, free_ports, run_script, tiny_args
 from errors import UserError
 
 TF_NOISE = re.compile(r'^(WARNING: All log messages before absl::InitializeLog'
@@ -164,20 +163,9 @@ def test_a_second_run_on_another_runs_output_dir_is_refused(trained_run, tmp_pat
 
 # --- a worker that never answers -------------------------------------------------------------
 
-def closed_ports(count):
-    """Ports at 127.0.0.1 that nothing listens on (bound, then released)."""
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(('127.0.0.1', 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def start_alone(npy, tmp, *extra):
     """train.py as worker 0 of two, the other at a closed port; output to files, nothing blocks."""
-    own, other = closed_ports(2)
+    own, other = free_ports(2)
     env = {**os.environ, 'PYTHONUNBUFFERED': '1', 'TF_CONFIG': json.dumps({
         'cluster': {'worker': [f'127.0.0.1:{own}', f'127.0.0.1:{other}']}, 'task': {'type': 'worker', 'index': 0}})}
     out, err = open(tmp / 'out.txt', 'w'), open(tmp / 'err.txt', 'w')

@@ -4,7 +4,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import data
 import network
 import replicas
 import synthetic
-from conftest import ROOT, TINY, run_script, tiny_args
+from conftest import ROOT, TINY, free_ports, run_script, tiny_args
 from errors import UserError
 
 tf1 = tf.compat.v1
@@ -181,16 +180,6 @@ def test_kill_9_with_two_replicas_resumes_exactly(npy, tmp_path):
     got = checkpoint_values(tf1.train.latest_checkpoint(str(cut / 'backup')))
     assert want.keys() == got.keys()
     assert [name for name in want if not np.array_equal(want[name], got[name])] == []
-
-
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(('127.0.0.1', 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def start_workers(npy, tmp, ports, **extra):
