@@ -43,7 +43,8 @@ MSE_SCALE = 0.25  # 0.25: G's mse as on [0, 1] pixels (the paper's sigmoid outpu
 PRETRAIN_EPOCH = 100  # phase 1: epochs of completion network with mse only
 D_EPOCH = 11  # phase 2: epochs of discriminator only (paper: Td/Tc = 10k/90k of phase 1)
 MAX_EPOCH = 500  # hard cap on the total epochs over all phases
-STOP_LOSS = 0.85  # phase 3 ends when an epoch's mean d_loss (cross-entropy on real + on fake, nats; 1.39 = chance) falls below this: D then tells fills from photos and the completion network no longer fools it
+STOP_LOSS = 0.02  # phase 3 ends when d_loss has settled: the mean of its last STOP_EPOCHS epochs within this many nats of the STOP_EPOCHS before (train.stop_rule; QUALITY.md)
+STOP_EPOCHS = 5  # epochs in each of the two windows of the stop rule (at most 32)
 SAVE_MINUTES = 10.0  # also save backup/latest this often within an epoch, minutes
 KEEP_CHECKPOINTS = 3  # older backup/latest checkpoints kept besides the newest
 LOG_EVERY = 10  # steps between TensorBoard points and progress-bar updates
@@ -197,6 +198,8 @@ def validate():
     need(0 < BN_DECAY < 1, 'BN_DECAY', 'must be between 0 and 1')
     need(BN_EPSILON > 0, 'BN_EPSILON', 'must be > 0')
     need(BN_RECALIBRATE_BATCHES >= 0, 'BN_RECALIBRATE_BATCHES', 'must be >= 0')
+    need(STOP_LOSS >= 0, 'STOP_LOSS', 'must be >= 0 (0: phase 3 never settles, it runs to MAX_EPOCH)')
+    need(1 <= STOP_EPOCHS <= 32, 'STOP_EPOCHS', 'must be between 1 and 32')
     for key in ('PRETRAIN_EPOCH', 'D_EPOCH', 'MAX_EPOCH'):
         need(globals()[key] >= 0, key, 'must be >= 0')
     need(SAVE_MINUTES > 0, 'SAVE_MINUTES', 'must be > 0')

@@ -51,7 +51,8 @@ BRANCH_UNITS = 1024                      # each branch ends in FC 1024 (+ ReLU: 
 LOSS_NAMES = ('mse', 'd_loss', 'g_adv')  # the losses train.py logs, in the order of state/loss_sums
 # Newer than some checkpoints: a resume that lacks them starts them from their initial values.
 ADDED_STATE = ('state/loss_sums', 'state/g_loss_scale', 'state/g_good_steps', 'state/d_loss_scale',
-               'state/d_good_steps')
+               'state/d_good_steps', 'state/d_loss_epochs', 'state/d_loss_count')
+D_LOSS_HISTORY = 64  # the latest phase-3 epochs whose mean d_loss the stop rule sees (train.stop_rule)
 DTYPES = {'float32': tf.float32, 'float16': tf.float16, 'bfloat16': tf.bfloat16}  # config.PRECISION
 # float16's dynamic loss scale: its start, and the finite steps after which it doubles.
 LOSS_SCALE_START, LOSS_SCALE_GROWTH_STEPS = 2.0 ** 15, 2000
@@ -280,6 +281,11 @@ class Model:
             # Sums of LOSS_NAMES over the epoch's steps so far, so a resumed epoch's mean covers all.
             self.loss_sums = tf1.get_variable('loss_sums', [len(LOSS_NAMES)], tf.float64, trainable=False,
                                               initializer=tf1.zeros_initializer())
+            # The stop rule's memory: the mean d_loss of the latest phase-3 epochs, oldest first, and
+            # how many epochs that was; saved with the weights, so a resume and every worker agree.
+            self.d_loss_epochs = tf1.get_variable('d_loss_epochs', [D_LOSS_HISTORY], tf.float64, trainable=False,
+                                                  initializer=tf1.zeros_initializer())
+            self.d_loss_count = self._counter('d_loss_count', tf.int64)
         self.corners = tf1.placeholder(tf.int32, [None, 2], 'corners')
         self.real_corners = tf1.placeholder(tf.int32, [None, 2], 'real_corners')
         self.bn_decay = tf1.placeholder_with_default(config.BN_DECAY, [], 'bn_decay')
@@ -321,6 +327,10 @@ class Model:
                                                  self.loss_sums.assign_add(tf.stack(losses)))
         if config.ACCUM_STEPS > 1:  # one replica: its values are plain tensors
             self._build_accumulation(*replica['accumulate'], d_bn_updates)
+        epoch_d_loss = self.loss_sums[1] / tf.cast(tf.maximum(self.epoch_step, 1), tf.float64)
+        self.record_d_loss = tf.group(
+            self.d_loss_epochs.assign(tf.concat([self.d_loss_epochs[1:], [epoch_d_loss]], axis=0)),
+            self.d_loss_count.assign_add(1))
         self.next_epoch = tf.group(self.epoch.assign_add(1), self.epoch_step.assign(0),
                                    self.loss_sums.assign(tf.zeros_like(self.loss_sums)))
         self.phase_value = tf1.placeholder(tf.int32, [], 'phase_value')
@@ -455,6 +465,11 @@ class Model:
         sums, steps = sess.run([self.loss_sums, self.epoch_step])
         return {name: float(total) / max(1, steps) for name, total in zip(LOSS_NAMES, sums)
                 if name in self.losses[phase]}
+
+    def d_loss_history(self, sess):
+        """The mean d_loss of each phase-3 epoch recorded (record_d_loss), oldest first, at most D_LOSS_HISTORY."""
+        values, count = sess.run([self.d_loss_epochs, self.d_loss_count])
+        return [float(v) for v in values[D_LOSS_HISTORY - min(int(count), D_LOSS_HISTORY):]]
 
     def complete(self, sess, images, masks, batch_stats=False):
         """Fill the holes of uint8 images [N,H,W,3] with masks [N,H,W,1]; returns uint8.

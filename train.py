@@ -2,7 +2,7 @@
 
 Phase 1 (PRETRAIN_EPOCH epochs): completion network with the masked mse; saves backup/pretrained.
 Phase 2 (D_EPOCH epochs): discriminators only.
-Phase 3: both, until the epoch-mean d_loss < STOP_LOSS or MAX_EPOCH epochs in all.
+Phase 3: both, until d_loss settles (stop_rule: STOP_LOSS, STOP_EPOCHS) or MAX_EPOCH epochs in all.
 
     python train.py                  # starts, or resumes from backup/ exactly where it stopped
     python train.py --fresh          # start over; the old backup/ files are moved aside
@@ -250,8 +250,11 @@ def train(sess, model, saver, finite, train_images, test_images, interrupt, para
         if interrupt.signal:
             print(f'saved {save()}; run python train.py to resume')
             return interrupt.exit_status()
+        if phase == 3:
+            sess.run(model.record_d_loss)
         sess.run(model.next_epoch)
-        finished = phase == 3 and means.get('d_loss', np.inf) < config.STOP_LOSS
+        stop = stop_rule(model.d_loss_history(sess)) if phase == 3 else None
+        finished = stop is not None
         if finished:
             set_phase(DONE)
         # The row goes first: a crash before the save drops it on resume (LossLog keeps rows
@@ -269,8 +272,25 @@ def train(sess, model, saver, finite, train_images, test_images, interrupt, para
         print(f'epoch {epoch + 1} phase {phase}: ' + ' '.join(f'{k} {v:.5g}' for k, v in means.items())
               + f' ({time.time() - start:.0f} s) saved {path}')
         if finished:
-            print(f'stopped: d_loss {means["d_loss"]:.3g} < STOP_LOSS={config.STOP_LOSS}')
+            print(f'stopped: {stop}')
             return 0
+
+
+def stop_rule(d_losses):
+    """Why phase 3 ends after its latest epoch, or None to go on.
+
+    d_losses: the mean d_loss of each phase-3 epoch so far, oldest first. Phase 3 ends when the
+    adversarial game has settled: the mean of the last STOP_EPOCHS epochs is within STOP_LOSS
+    nats of the mean of the STOP_EPOCHS before. Not when D first wins: its loss then still falls.
+    """
+    n = config.STOP_EPOCHS
+    if len(d_losses) < 2 * n:
+        return None
+    recent, before = float(np.mean(d_losses[-n:])), float(np.mean(d_losses[-2 * n:-n]))
+    if abs(recent - before) < config.STOP_LOSS:
+        return (f'the mean d_loss of the last {n} epochs, {recent:.3f}, is within STOP_LOSS={config.STOP_LOSS} '
+                f'of the {n} before ({before:.3f})')
+    return None
 
 
 def take_over_files(args):
@@ -391,7 +411,8 @@ def main(argv):
         batches = f' ({config.ACCUM_STEPS} batches of {config.BATCH_SIZE})' if config.ACCUM_STEPS > 1 else ''
         print(f'{len(train_images)} training images, {len(train_images) // per_step} steps of '
               f'{per_step}{batches} per epoch; phases: 1 until epoch {config.PRETRAIN_EPOCH}, 2 until '
-              f'{config.PRETRAIN_EPOCH + config.D_EPOCH}, 3 until d_loss < {config.STOP_LOSS} '
+              f'{config.PRETRAIN_EPOCH + config.D_EPOCH}, 3 until d_loss settles (STOP_LOSS={config.STOP_LOSS} over '
+              f'{config.STOP_EPOCHS} epochs) '
               f'or epoch {config.MAX_EPOCH}')
         status = train(sess, model, saver, finite, train_images, test_images, interrupt, parallel)
         if parallel.workers > 1:

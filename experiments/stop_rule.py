@@ -4,6 +4,7 @@
         --results /work/runs/results --png experiments/stop64-celeba.png \
         --out experiments/results/stop64
 
+Any --KEY=value of config.py (STOP_LOSS, STOP_EPOCHS) changes the rule tried.
 RUN ...: one run and the runs that went on from it (quality.py run --from), in order. For each
 it reads RUN/output/loss.csv (a row per epoch: phase, d_loss, ...) and RESULTS/RUN.json (what
 `quality.py eval` measured at each checkpoint: hole PSNR, sharpness, identity). It writes, into
@@ -21,6 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import atomic  # noqa: E402
+import config  # noqa: E402
 import errors  # noqa: E402
 import plots  # noqa: E402  (sets matplotlib's file-only backend)
 import train  # noqa: E402
@@ -128,11 +130,12 @@ def main(argv):
     parser.add_argument('--results', required=True, help="quality.py's results folder (RUN.json)")
     parser.add_argument('--png', required=True)
     parser.add_argument('--out', required=True, help='folder for loss.csv and stop_rule.md')
-    args = parser.parse_args(argv)
+    args = parser.parse_args(config.parse_overrides(argv))  # --STOP_LOSS=..., --STOP_EPOCHS=...
     rows = epochs(args.root, args.names)
     metrics = measured(args.results, args.names)
     fired = {f'old: an epoch below {OLD_STOP_LOSS}': first_firing(rows, old_rule),
-             'new: train.stop_rule': first_firing(rows, train.stop_rule)}
+             f'new: STOP_LOSS={config.STOP_LOSS}, STOP_EPOCHS={config.STOP_EPOCHS}':
+                 first_firing(rows, lambda history: train.stop_rule(history) is not None)}
     os.makedirs(args.out, exist_ok=True)
     write_losses(rows, os.path.join(args.out, 'loss.csv'))
     write_table(rows, metrics, fired, os.path.join(args.out, 'stop_rule.md'))
