@@ -288,7 +288,7 @@ def stop_rule(d_losses):
         return None
     recent, before = float(np.mean(d_losses[-n:])), float(np.mean(d_losses[-2 * n:-n]))
     if abs(recent - before) < config.STOP_LOSS:
-        return (f'the mean d_loss of the last {n} epochs, {recent:.3f}, is within STOP_LOSS={config.STOP_LOSS} '
+        return (f'the mean d_loss of the last {n} epochs, {recent:.3f}, is within STOP_LOSS={config.STOP_LOSS:g} '
                 f'of the {n} before ({before:.3f})')
     return None
 
