@@ -1,4 +1,5 @@
 """Shared test setup: tiny sizes so the whole suite runs on 2 CPU cores."""
+import json
 import os
 import signal
 import socket
@@ -78,8 +79,20 @@ def trained_run(tmp_path_factory):
             assert made.returncode == 0, made.stderr
             trained = run_script('train.py', *args)
             assert trained.returncode == 0, trained.stderr
-            done.touch()
-    return tmp
+            done.write_text(json.dumps(identities(tmp)))
+    yield tmp
+    # Tests hard-link these files; one written in place would change every copy and the tests
+    # running beside it (a checkpoint file rewritten in place once failed another worker's test).
+    made, now = json.loads(done.read_text()), identities(tmp)
+    changed = {name for name in {*made, *now} if made.get(name) != now.get(name)}
+    assert not changed, f'a test wrote into the shared trained_run (copy before changing): {sorted(changed)}'
+
+
+def identities(folder):
+    """{path: [inode, size, mtime_ns]} of the files under folder's npy/ and backup/."""
+    return {str(p.relative_to(folder)): [p.stat().st_ino, p.stat().st_size, p.stat().st_mtime_ns]
+            for sub in ('npy', 'backup') for p in sorted((folder / sub).iterdir())
+            if p.is_file() and p.name != 'train.lock'}
 
 
 def free_ports(count):

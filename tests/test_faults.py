@@ -153,11 +153,13 @@ def file_identities(directory, skip=('train.lock',)):
 
 
 def clone_backup(src, dst, copy=()):
-    """Hard-link a backup (files named in `copy` are real copies, for damaging in place)."""
+    """Hard-link a backup (files named in `copy` are real copies, for damaging in place; the small
+    text files are always copied, as tests rewrite them)."""
     dst.mkdir(parents=True)
     for path in Path(src).iterdir():
         if path.name != 'train.lock':
-            (shutil.copy2 if path.name in copy else os.link)(path, dst / path.name)
+            copied = path.name in {*copy, 'checkpoint', 'config.json'}
+            (shutil.copy2 if copied else os.link)(path, dst / path.name)
     return dst
 
 
