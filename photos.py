@@ -22,6 +22,7 @@ MAX_PIXELS = 100_000_000  # larger images are refused from their header, never d
 MAX_UNKNOWN_BYTES = 50_000_000  # largest file decoded whose header gives no size (other formats)
 JPEG_MAX_SEGMENTS = 10_000  # segments searched for a JPEG's frame header before giving up
 UNREADABLE = 'not a readable image'  # why a file OpenCV cannot decode is skipped
+HOLE_ABOVE = 127  # mask pixels brighter than this are the hole (white on black)
 
 
 def find_images(src):
@@ -242,7 +243,7 @@ def read_mask(path, shape, image_path):
     if gray.shape != shape[:2]:
         raise UserError(f'mask {path} is {gray.shape[1]}x{gray.shape[0]} but image {image_path} is '
                         f'{shape[1]}x{shape[0]}; draw the mask at the image\'s size')
-    return gray > 127
+    return gray > HOLE_ABOVE
 
 
 def box_mask(text, shape):
@@ -267,7 +268,7 @@ def rectangle(x, y, w, h, shape):
 
 def check_hole(hole, where):
     if not hole.any():
-        raise UserError(f'{where} has no hole: paint the area to fill white (> 127) on black')
+        raise UserError(f'{where} has no hole: paint the area to fill white (> {HOLE_ABOVE}) on black')
     if hole.all():
         raise UserError(f'{where} covers the whole image: leave some of the photo visible '
                         f'for the network to complete from')
