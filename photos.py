@@ -133,7 +133,9 @@ def image_size(f):
     """(width, height) from the header of an open PNG, JPEG, GIF, BMP or WebP file, without decoding.
 
     Returns None for other formats and for headers that give no size. The sides are as stored,
-    before any EXIF rotation (the pixel count is the same either way).
+    before any EXIF rotation (the pixel count is the same either way). Not Pillow's Image.open:
+    it finds no size in a JPEG that ends before its scan or in a WebP without a frame (the bombs
+    of tests/test_user_files.py), and it opens a WebP by building a decoder for the whole canvas.
     """
     f.seek(0)
     head = f.read(32)
