@@ -219,7 +219,7 @@ def write_dataset(images, source, skipped):
         os.mkdir(folder)
         save_npy(os.path.join(folder, 'x_train.npy'), images[:n_train])
         save_npy(os.path.join(folder, 'x_test.npy'), images[n_train:])
-        data.write_json(os.path.join(folder, 'meta.json'), meta)
+        atomic.write_json(os.path.join(folder, 'meta.json'), meta)
         previous = swap_in(folder)
     except OSError as error:
         raise cannot_write(error)

@@ -344,13 +344,9 @@ def lost_worker(error):
     """The error for a worker that died or stopped answering: nothing after the last save is kept."""
     last = tf1.train.latest_checkpoint(config.BACKUP_DIR)
     kept = f'{last} stays the last save' if last else 'nothing was saved yet'
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    # TensorFlow wraps the RPC's own words in a header and the node's stack.
-    said = [line for line in lines if not line.startswith(('Graph execution error', 'Detected at node', 'File ',
-                                                            'Node:', '[[', 'Original stack trace', 'defined at'))]
-    reason = (said or lines or [''])[0][:200]
-    return errors.UserError(f'another worker stopped or stopped answering ({type(error).__name__}: {reason}); '
-                            f'{kept}: start every worker again with the same command to resume')
+    return errors.UserError(f'another worker stopped or stopped answering ({type(error).__name__}: '
+                            f'{errors.tf_reason(error)}); {kept}: start every worker again with the same '
+                            'command to resume')
 
 
 def main(argv):

@@ -20,6 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import cli  # noqa: E402  first: it quiets TensorFlow's C++ logs
 import backup  # noqa: E402
+import blending  # noqa: E402
 import config  # noqa: E402
 import evaluate  # noqa: E402
 import inference  # noqa: E402
@@ -73,7 +74,7 @@ def main(argv):
         nets.close()
     stack = masks[..., None]
     truth = np.repeat(face[None], len(masks), axis=0)
-    blended = evaluate.blend(evaluate.hide_holes(truth, stack), adversarial, stack)
+    blended = blending.blend(evaluate.hide_holes(truth, stack), adversarial, stack)
     plots.save_grid(args.out, [plots.show_holes(truth, stack), only, adversarial, blended, truth],
                     ['input', 'completion only', 'completion + discriminator', '+ blending', 'ground truth'],
                     row_labels=list(HOLES))

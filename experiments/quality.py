@@ -195,7 +195,7 @@ def run(name, minutes, every, root, argv, source=None):
               'load_at_start': round(load, 2), 'machine': machine()}
     if start_from:
         record['from'] = start_from
-    data.write_json(record_path, record)
+    atomic.write_json(record_path, record)
     print(f'{name}: training for {minutes:g} min, a checkpoint every {every:g} min and each epoch; '
           f'log in {log_path}', flush=True)
 
@@ -246,7 +246,7 @@ def run(name, minutes, every, root, argv, source=None):
         'checkpoints': {os.path.basename(p): saved_minute(p, start) for p in found}})
     if start_from:
         record['checkpoints'][start_from['checkpoint']] = start_from['minutes']
-    data.write_json(record_path, record)
+    atomic.write_json(record_path, record)
     if reason is None and code not in (0, 130):
         last = next((line for line in reversed(lines) if line.startswith('error: ')), lines[-1] if lines else '')
         raise errors.UserError(f'train.py stopped with exit status {code} ({last}); see {log_path}')
@@ -302,6 +302,7 @@ def evaluate_run(name, root, results_dir, limit, prune, other=None, newest=False
     # TensorFlow only here: prepare, run and report start without it, and run's parent holds no session.
     import tensorflow as tf
     import backup
+    import blending
     import evaluate
     import network
     tf1 = tf.compat.v1
@@ -360,7 +361,7 @@ def evaluate_run(name, root, results_dir, limit, prune, other=None, newest=False
                      'moving_averages': measure(evaluate, filled, truth, masks, telea_psnr, *faces),
                      'batch_statistics': measure(evaluate, stats, truth, masks, telea_psnr),
                      # The paper's post-processing, as test.py's "+ blending" rows.
-                     'blended': measure(evaluate, evaluate.blend(masked, filled, masks), truth, masks,
+                     'blended': measure(evaluate, blending.blend(masked, filled, masks), truth, masks,
                                         telea_psnr, *faces)}
             entries.append(entry)
             moving, batch = entry['moving_averages'], entry['batch_statistics']
@@ -383,7 +384,7 @@ def evaluate_run(name, root, results_dir, limit, prune, other=None, newest=False
               'config': {k: v for k, v in saved.items() if not k.endswith('_DIR')},
               'baselines': baselines, 'checkpoints': sorted(entries, key=lambda c: c['minutes'])}
     os.makedirs(results_dir, exist_ok=True)
-    data.write_json(out_path, result)
+    atomic.write_json(out_path, result)
     print(f'wrote {out_path}')
     if prune:
         older = checkpoints(backup_dir)[:-1]

@@ -95,7 +95,7 @@ def test_plain_tf2_loads_it_and_it_completes_as_test_py(run, tmp_path):
     saved = config.as_dict()
     try:
         backup.apply_run_config([f'--BACKUP_DIR={run}/backup'])
-        nets = inference.Networks(inference.find_checkpoints(backup.LATEST))
+        nets = inference.Networks(backup.trained(backup.LATEST))
         try:
             expect = {name: nets.complete(backup.LATEST, *pair)
                       for name, pair in (('square', square), ('odd', odd))}

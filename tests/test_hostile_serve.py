@@ -20,7 +20,7 @@ import config
 import export as export_script
 import errors
 import synthetic
-from conftest import ROOT, TINY, run_script
+from conftest import ROOT, TINY
 from test_network import save_tiny_checkpoint
 
 def error_lines(result):
