@@ -31,19 +31,15 @@ import socket
 import tempfile
 import time
 
-import cli
+from glcic import cli
 import cv2
 import filelock
 import numpy as np
 
-import backup
-import blending
 import config
-import evaluate
-import inference
 import network
-import photos
-from errors import UserError
+from glcic import backup, blending, evaluate, inference, photos
+from glcic.errors import UserError
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 EXAMPLES = [os.path.join(ROOT, 'docs', 'examples', 'astronaut.png')]  # public domain: docs/examples/README.md

@@ -21,14 +21,12 @@ import os
 import re
 import shutil
 
-import cli
+from glcic import cli
 import config
 import tensorflow as tf
 
-import backup
-import errors
 import network
-import photos
+from glcic import backup, errors, photos
 
 tf1 = tf.compat.v1
 SIGNATURE = 'serving_default'  # the name TensorFlow Serving and tf.saved_model.load callers look up

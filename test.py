@@ -29,21 +29,13 @@ import math
 import os
 import re
 
-import cli
+from glcic import cli
 import config
 import numpy as np
 from tqdm import tqdm
 
-import atomic
-import backup
-import blending
-import data
-import errors
-import evaluate
-import inference
 import network
-import photos
-import plots
+from glcic import atomic, backup, blending, data, errors, evaluate, inference, photos, plots
 
 GRID_ROWS = 8  # test images per grid_NNN.png
 GRID_LIST = 'grids.json'  # the grids test.py wrote in OUTPUT_DIR/test: the only files it deletes

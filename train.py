@@ -16,21 +16,16 @@ import signal
 import sys
 import time
 
-import cli
-import errors
+from glcic import cli
 import config
 import cv2
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-import atomic
-import backup
-import data
 import layer
 import network
-import plots
-import replicas
+from glcic import atomic, backup, data, errors, plots, replicas
 
 tf1 = tf.compat.v1
 DONE = 4  # phase value of a run that met its stop rule

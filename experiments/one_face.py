@@ -10,7 +10,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import cli  # noqa: E402,F401  (quiets TensorFlow's C++ logs before anything imports it)
+from glcic import cli  # noqa: E402,F401  (quiets TensorFlow's C++ logs before anything imports it)
 import network  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402

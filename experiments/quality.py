@@ -52,14 +52,12 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # the repo's modules
 
-import cli  # noqa: E402  (quiets TensorFlow's C++ logs before anything imports it)
-import atomic  # noqa: E402
+from glcic import cli  # noqa: E402  (quiets TensorFlow's C++ logs before anything imports it)
 import config  # noqa: E402
-import data  # noqa: E402
-import errors  # noqa: E402
+from glcic import atomic, data, errors  # noqa: E402
 import numpy as np  # noqa: E402
-import plots  # noqa: E402  (sets matplotlib's file-only backend)
-from plots import plt  # noqa: E402
+from glcic import plots  # noqa: E402  (sets matplotlib's file-only backend)
+from glcic.plots import plt  # noqa: E402
 
 RUNS_DIR = os.path.join(ROOT, 'experiments', 'runs')  # prepared arrays and one folder per run
 RESULTS_DIR = os.path.join(ROOT, 'experiments', 'results')  # NAME.json per run, quality.md
@@ -301,10 +299,8 @@ def evaluate_run(name, root, results_dir, limit, prune, other=None, newest=False
         raise errors.UserError(f'no latest-STEP checkpoints in {backup_dir}/: the run saved nothing')
     # TensorFlow only here: prepare, run and report start without it, and run's parent holds no session.
     import tensorflow as tf
-    import backup
-    import blending
-    import evaluate
     import network
+    from glcic import backup, blending, evaluate
     tf1 = tf.compat.v1
 
     config.set_values(DEFAULTS)

@@ -21,12 +21,11 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import atomic  # noqa: E402
 import config  # noqa: E402
-import errors  # noqa: E402
-import plots  # noqa: E402  (sets matplotlib's file-only backend)
+from glcic import atomic, errors  # noqa: E402
+from glcic import plots  # noqa: E402  (sets matplotlib's file-only backend)
 import train  # noqa: E402
-from plots import plt  # noqa: E402
+from glcic.plots import plt  # noqa: E402
 
 OLD_STOP_LOSS = 0.85  # the rule before: the first phase-3 epoch whose mean d_loss is below this
 METRICS = (('hole_psnr', 'hole PSNR (dB)'), ('sharpness', 'sharpness (1 = as detailed as the truth)'),
@@ -145,5 +144,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    import cli
+    from glcic import cli
     cli.run(main)

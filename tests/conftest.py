@@ -11,7 +11,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-import cli  # noqa: E402,F401  quiet TensorFlow logs as the scripts do
+from glcic import cli  # noqa: E402,F401  quiet TensorFlow logs as the scripts do
 
 import config  # noqa: E402
 

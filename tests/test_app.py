@@ -19,11 +19,8 @@ if ROOT not in sys.path:
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 import app  # noqa: E402
-import backup  # noqa: E402
 import config  # noqa: E402
-import errors  # noqa: E402
-import inference  # noqa: E402
-import synthetic  # noqa: E402
+from glcic import backup, errors, inference, synthetic  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location('app_screenshot',
                                                os.path.join(ROOT, 'docs', 'app_screenshot.py'))

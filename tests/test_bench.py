@@ -8,11 +8,12 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, 'experiments'))
 
 import bench  # noqa: E402
 import config  # noqa: E402
 import network  # noqa: E402
-import synthetic  # noqa: E402
+from glcic import synthetic  # noqa: E402
 
 PER_PHASE = ['flops.step.{}', 'train.ips.{}', 'train.epoch.{}', 'train.mfu.{}', 'train.busy.{}',
              'outside.{}', 'memory.rss.{}', 'memory.alloc.{}', 'profile.{}.1']
@@ -100,7 +101,7 @@ def test_main_skips_to_npy_without_photos_and_writes_the_table(restore_config, t
                        '--out', str(out)]) == 0
     text = out.read_text()
     assert text == capsys.readouterr().out.rstrip('\n') + '\n'
-    assert 'Command: `python bench.py --quick --only to_npy' in text
+    assert 'Command: `python experiments/bench.py --quick --only to_npy' in text
     assert 'TensorFlow ' in text and 'cores' in text
     assert 'skipped: no folder' in text and '| 9 |' in text
 

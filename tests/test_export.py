@@ -9,13 +9,12 @@ import sys
 import numpy as np
 import pytest
 
-import backup
 import config
+from glcic import backup
 import export as export_script
-import inference
-import synthetic
+from glcic import inference, synthetic
 from conftest import run_script
-from errors import UserError
+from glcic.errors import UserError
 from test_network import inputs
 
 # Run by a Python that does not see this repository (-I: no script folder, no PYTHONPATH,

@@ -678,7 +678,7 @@ def write_image(path, image, **kw):
 def face(i, size=64):
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    import synthetic
+    from glcic import synthetic
     return synthetic.face(size, [7, i])[:, :, ::-1].copy()  # BGR for cv2
 
 

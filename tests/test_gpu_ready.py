@@ -13,9 +13,8 @@ import pytest
 import tensorflow as tf
 from tensorflow.python.framework import kernels
 
-import inference
-import replicas
 import train
+from glcic import inference, replicas
 
 GPU_DEVICES = ('GPU', 'DEFAULT')  # DEFAULT kernels run on any device
 

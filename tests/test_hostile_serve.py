@@ -18,8 +18,7 @@ import pytest
 import app
 import config
 import export as export_script
-import errors
-import synthetic
+from glcic import errors, synthetic
 from conftest import ROOT, TINY
 from test_network import save_tiny_checkpoint
 

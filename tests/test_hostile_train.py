@@ -17,14 +17,11 @@ import time
 import numpy as np
 import pytest
 
-import atomic
-import backup
 import config
-import plots
-import replicas
 import train
+from glcic import atomic, backup, plots, replicas
 from conftest import ROOT, TINY, free_ports, run_script, tiny_args
-from errors import UserError
+from glcic.errors import UserError
 
 TF_NOISE = re.compile(r'^(WARNING: All log messages before absl::InitializeLog'
                       r'|[IWEF]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\]|To enable the following instructions)')

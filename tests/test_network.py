@@ -7,11 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import backup
 import config
-import data
 import network
-import synthetic
+from glcic import backup, data, synthetic
 from conftest import TINY
 
 tf1 = tf.compat.v1

@@ -8,13 +8,10 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-import backup
 import config
-import data
-import errors
 import layer
 import network
-import synthetic
+from glcic import backup, data, errors, synthetic
 from conftest import run_script, tiny_args
 
 tf1 = tf.compat.v1

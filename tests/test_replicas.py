@@ -13,12 +13,10 @@ import pytest
 import tensorflow as tf
 
 import config
-import data
 import network
-import replicas
-import synthetic
+from glcic import data, replicas, synthetic
 from conftest import ROOT, TINY, free_ports, run_script, tiny_args
-from errors import UserError
+from glcic.errors import UserError
 
 tf1 = tf.compat.v1
 

@@ -14,12 +14,10 @@ import numpy as np
 import pytest
 from packaging.requirements import Requirement
 
-import backup
-import blending
-import cli
+from glcic import backup, blending
+from glcic import cli
 import config
-import evaluate
-import synthetic
+from glcic import evaluate, synthetic
 from conftest import ROOT
 
 # The systems README.md names, as pip's environment markers see them.

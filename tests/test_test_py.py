@@ -17,16 +17,8 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
-import backup  # noqa: E402
-import blending  # noqa: E402
-import cli  # noqa: E402
-import errors  # noqa: E402
 import config  # noqa: E402
-import data  # noqa: E402
-import evaluate  # noqa: E402
-import inference  # noqa: E402
-import photos  # noqa: E402
-import synthetic  # noqa: E402
+from glcic import backup, blending, data, errors, evaluate, inference, photos, synthetic  # noqa: E402
 from conftest import run_script  # noqa: E402
 
 # Loaded from its path: `import test` could find Python's own test package instead.

@@ -11,13 +11,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import backup
 import config
-import errors
 import network
-import synthetic
 import to_npy
 import train
+from glcic import backup, errors, synthetic
 from conftest import tiny_args, tiny_graph
 
 tf1 = tf.compat.v1

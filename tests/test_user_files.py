@@ -25,12 +25,8 @@ import pytest
 from conftest import ROOT, TINY, run_script, tiny_args
 
 import config
-import errors
-import evaluate
-import inference
-import photos
-import synthetic
 import to_npy
+from glcic import errors, evaluate, inference, photos, synthetic
 
 # Loaded from its path: `import test` could find Python's own test package instead.
 _spec = importlib.util.spec_from_file_location('glcic_test_script', os.path.join(ROOT, 'test.py'))
@@ -640,7 +636,7 @@ def test_saves_a_kill_left_unlisted_are_removed_unless_asked_for(tmp_path, tiny_
     Saver never rotates; the next start removes it (not one named by --resume)."""
     import shutil
     import tensorflow as tf
-    import backup
+    from glcic import backup
     tf1 = tf.compat.v1
     config.set_values({'BACKUP_DIR': str(tmp_path)})
     with tf.Graph().as_default():

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 import config
-from errors import UserError
+from glcic.errors import UserError
 
 # Every random draw comes from RandomState([SEED, STREAMS[name], *index]): no two uses share
 # numbers, and a resumed run draws what the uninterrupted one would have.

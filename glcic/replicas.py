@@ -18,7 +18,7 @@ import tensorflow as tf
 
 import config
 import network
-from errors import UserError
+from glcic.errors import UserError
 
 tf1 = tf.compat.v1
 TF_CONFIG_EXAMPLE = ('(expected e.g. {"cluster": {"worker": ["host0:2222", "host1:2222"]}, '
@@ -106,7 +106,7 @@ class Replicas:
                             f'(the {self.count} replicas already share BATCH_SIZE={batch_size}) or --REPLICAS=1')
         if config.PRECISION == 'float16' and self.count > 1:
             raise UserError(f'PRECISION=float16 works with one replica only (its loss scale skips whole '
-                            f'steps): set --PRECISION=bfloat16 or float32, or --REPLICAS=1')
+                            'steps): set --PRECISION=bfloat16 or float32, or --REPLICAS=1')
 
     def describe(self):
         if self.workers > 1:

@@ -18,9 +18,9 @@ import tempfile
 import filelock
 import tensorflow as tf
 
-import atomic
 import config
-from errors import UserError, tf_reason
+from glcic import atomic
+from glcic.errors import UserError, tf_reason
 
 tf1 = tf.compat.v1
 LATEST, PRETRAINED = 'latest', 'pretrained'

@@ -7,13 +7,10 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-import backup
-import blending
 import config
-import data
-import evaluate
 import network
-from errors import UserError
+from glcic import backup, blending, data, evaluate
+from glcic.errors import UserError
 
 tf1 = tf.compat.v1
 MAX_PIXELS = 4_000_000  # larger photos need --resize: the activations would need many GB

@@ -13,9 +13,9 @@ import tempfile
 import cv2
 import numpy as np
 
-import atomic
 import config
-from errors import UserError
+from glcic import atomic
+from glcic.errors import UserError
 
 EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.gif')  # a GIF gives its first frame
 MAX_PIXELS = 100_000_000  # larger images are refused from their header, never decoded into GBs

@@ -1,12 +1,12 @@
 """Measure glcic's speed and memory on this machine and print one markdown table.
 
-    python bench.py                         # all sections, 128x128, batch 16 (~10 min on 2 quiet CPU cores)
-    python bench.py --out run.md            # also write the table with the machine's details
-    python bench.py --only train,tf1        # some sections (names below)
-    python bench.py --steps 9               # median of 9 timed steps instead of 5
-    python bench.py --trace traces/         # also write a Chrome trace of one step per phase
-    python bench.py --quick                 # tiny sizes, 2 steps: checks that every row works (~1 min)
-    python bench.py --BATCH_SIZE=8          # any key of config.py
+    python experiments/bench.py                         # all sections, 128x128, batch 16 (~10 min on 2 quiet CPU cores)
+    python experiments/bench.py --out run.md            # also write the table with the machine's details
+    python experiments/bench.py --only train,tf1        # some sections (names below)
+    python experiments/bench.py --steps 9               # median of 9 timed steps instead of 5
+    python experiments/bench.py --trace traces/         # also write a Chrome trace of one step per phase
+    python experiments/bench.py --quick                 # tiny sizes, 2 steps: checks that every row works (~1 min)
+    python experiments/bench.py --BATCH_SIZE=8          # any key of config.py
 
 Sections, numbered as the rows of the table:
  1 ceiling  GFLOP/s of a large matmul and of one 3x3 256->256 convolution, in this process
@@ -36,9 +36,6 @@ Everything but 7, 9, 10 and 11 runs in this process, each section in its own
 tf.Graph built by network.Model (or, for the TF1 comparison, by network.generator
 and network.discriminator), so the figures are comparable.
 """
-import cli  # first: it quiets TensorFlow's C++ logs
-import errors
-
 import argparse
 import collections
 import contextlib
@@ -58,18 +55,20 @@ import types
 from dataclasses import dataclass
 from unittest import mock
 
-import numpy as np
-import tensorflow as tf
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # the repository's modules
 
-import config
-import data
-import layer
-import network
-import replicas
-import train
+from glcic import cli  # noqa: E402  first: it quiets TensorFlow's C++ logs
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import config  # noqa: E402
+import layer  # noqa: E402
+import network  # noqa: E402
+import train  # noqa: E402
+from glcic import data, errors, replicas  # noqa: E402
 
 tf1 = tf.compat.v1
-HERE = os.path.dirname(os.path.abspath(__file__))
 SECTIONS = ('ceiling', 'flops', 'train', 'tf1', 'infer', 'memory', 'scale', 'to_npy', 'startup',
             'profile', 'replicas', 'precision')
 QUICK = {'IMAGE_SIZE': 32, 'LOCAL_SIZE': 16, 'HOLE_MIN': 4, 'HOLE_MAX': 8, 'BATCH_SIZE': 2}
@@ -217,7 +216,7 @@ def peak_rss():
 def child_command(script, *args, **overrides):
     """Run a script of this repo with this process's whole config (plus overrides) on its command line."""
     values = {**config.as_dict(), **overrides}
-    return [sys.executable, os.path.join(HERE, script), *args] + [f'--{k}={v!r}' for k, v in values.items()]
+    return [sys.executable, os.path.join(ROOT, script), *args] + [f'--{k}={v!r}' for k, v in values.items()]
 
 
 def run_child(command):
@@ -731,7 +730,7 @@ def to_npy_speed(args, ctx):
     done = meta['train'] + meta['test']
     return [Row(9, 'to_npy.ips', label, done / seconds, 'images/s',
                 f'{done} images in {seconds:.1f} s with {os.cpu_count()} worker processes, '
-                f'process start included; {os.path.relpath(args.faces, HERE)}')]
+                f'process start included; {os.path.relpath(args.faces, ROOT)}')]
 
 
 def startup(args, ctx):
@@ -908,7 +907,7 @@ def report(rows, argv, info, seconds, others, quick):
     others: share of the cores other processes used during the run (None if unknown).
     """
     busy = info['load'] > 0.5 if others is None else others > 0.05  # the load lags behind
-    head = [f'Command: `{" ".join(["python bench.py", *argv])}`',
+    head = [f'Command: `{" ".join(["python experiments/bench.py", *argv])}`',
             f'Machine: {info["cpu"]}, {info["cores"]} cores; device {info["device"]}',
             f'TensorFlow {info["tensorflow"]}, Python {info["python"]}; {info["date"]}; '
             f'run took {seconds / 60:.1f} min',
@@ -930,7 +929,7 @@ def parse_args(argv):
     parser.add_argument('--warmup', type=int, default=None, help='untimed steps first (default 2)')
     parser.add_argument('--only', default=','.join(SECTIONS),
                         help=f'sections, comma-separated: {",".join(SECTIONS)}')
-    parser.add_argument('--faces', default=os.path.join(HERE, '..', 'shared', 'faces'),
+    parser.add_argument('--faces', default=os.path.join(ROOT, '..', 'shared', 'faces'),
                         help='photos for the to_npy.py section (default ../shared/faces)')
     parser.add_argument('--top', type=int, default=5, help='op types per phase in the profile section')
     parser.add_argument('--trace', default=None, help='write a Chrome trace of one step per phase here')
