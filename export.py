@@ -26,7 +26,7 @@ import config
 import tensorflow as tf
 
 import network
-from glcic import backup, errors, photos
+from glcic import backup, errors, graphs, photos, replicas
 
 tf1 = tf.compat.v1
 SIGNATURE = 'serving_default'  # the name TensorFlow Serving and tf.saved_model.load callers look up
@@ -65,15 +65,15 @@ def other_files(folder):
 
 
 def frozen_network(checkpoint, bfloat16):
-    """Model(training=False) with the checkpoint's values as constants.
+    """graphs.Inference() with the checkpoint's values as constants.
 
     Returns: (GraphDef, names of its images and masks placeholders, name of its uint8
     output, (phase, epoch, epoch_step, step) of the checkpoint).
     """
     with tf.Graph().as_default():
-        model = network.Model(training=False, bfloat16=bfloat16)
+        model = graphs.Inference(bfloat16=bfloat16)
         saver = tf1.train.Saver(model.variables)
-        with network.make_session() as sess:
+        with replicas.make_session() as sess:
             backup.restore(sess, saver, checkpoint)
             state = model.state(sess)
             frozen = tf1.graph_util.convert_variables_to_constants(

@@ -35,7 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 import network
-from glcic import atomic, backup, blending, data, errors, evaluate, inference, photos, plots
+from glcic import atomic, backup, blending, data, errors, evaluate, inference, photos, plots, replicas
 
 GRID_ROWS = 8  # test images per grid_NNN.png
 GRID_LIST = 'grids.json'  # the grids test.py wrote in OUTPUT_DIR/test: the only files it deletes
@@ -222,7 +222,7 @@ def main(argv):
             (only, path), = found.items()
             missing = backup.LATEST if only == backup.PRETRAINED else backup.PRETRAINED
             print(f'note: {config.BACKUP_DIR}/ has no {missing} checkpoint; showing {path} only')
-    print(f'device: {network.device_name()}; IMAGE_SIZE={config.IMAGE_SIZE} LOCAL_SIZE={config.LOCAL_SIZE} '
+    print(f'device: {replicas.device_name()}; IMAGE_SIZE={config.IMAGE_SIZE} LOCAL_SIZE={config.LOCAL_SIZE} '
           f'MASK_CHANNEL={config.MASK_CHANNEL} holes {config.HOLE_MIN}-{config.HOLE_MAX} px')
     nets = inference.Networks(found, batch_stats=not args.image and args.batch_stats, bfloat16=args.bfloat16)
     try:

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 import layer
 import network
-from glcic import atomic, backup, data, errors, plots, replicas
+from glcic import atomic, backup, data, errors, graphs, plots, replicas
 
 tf1 = tf.compat.v1
 DONE = 4  # phase value of a run that met its stop rule
@@ -119,7 +119,7 @@ def recalibration_feeds(model, images):
 class Run:
     """What every epoch of one training run works with."""
     sess: tf1.Session
-    model: network.Model
+    model: graphs.Training
     images: np.ndarray  # the training split, uint8 [N,S,S,3] (memory-mapped)
     interrupt: Interrupt
     log: LossLog  # None on a worker that does not write the files
@@ -138,7 +138,7 @@ def train_step(sess, model, phase, feeds):
         values = [sess.run([accumulate, fetch], feed)[1] for feed in feeds]
         sess.run(apply)
         losses.update({name: float(np.mean([v[name] for v in values])) for name in fetch})
-    sess.run(model.count_step, {model.step_losses: [losses.get(n, 0.0) for n in network.LOSS_NAMES]})
+    sess.run(model.count_step, {model.step_losses: [losses.get(n, 0.0) for n in graphs.LOSS_NAMES]})
     return losses
 
 
@@ -371,7 +371,7 @@ def main(argv):
     interrupt = Interrupt()
     tf1.set_random_seed(config.SEED)
     with parallel.scope():
-        model = network.Model()
+        model = graphs.Training()
         parallel.build_agreement()
     saver = tf1.train.Saver(max_to_keep=config.KEEP_CHECKPOINTS + 1, save_relative_paths=True)
     backup.adopt(saver)
@@ -379,7 +379,7 @@ def main(argv):
                             if v.dtype.base_dtype.is_floating])
     sess = parallel.session()
     scaling = ' with dynamic loss scaling' if config.PRECISION == 'float16' else ''
-    print(f'device: {network.device_name()}; dilated convolutions {layer.dilation_path()}; {parallel.describe()}; '
+    print(f'device: {replicas.device_name()}; dilated convolutions {layer.dilation_path()}; {parallel.describe()}; '
           f'{config.PRECISION}{scaling}')
     try:
         # Several workers: the initializer waits for all of them (worker 0 sends the initial
@@ -388,7 +388,7 @@ def main(argv):
                        lambda: interrupt.signal)
         checkpoint = args.resume or backup.find(training=True)
         if checkpoint:
-            backup.restore(sess, saver, checkpoint, optional=network.ADDED_STATE, training=True)
+            backup.restore(sess, saver, checkpoint, optional=graphs.ADDED_STATE, training=True)
             phase, epoch, epoch_step, step = model.state(sess)
             print(f'resumed {checkpoint}: phase {phase}, epoch {epoch + 1}, batch {epoch_step}, step {step}')
             if args.resume and parallel.chief:

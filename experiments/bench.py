@@ -18,7 +18,7 @@ Sections, numbered as the rows of the table:
             numpy crops, D fed through placeholders) against ours, with and without the
             adversarial term of G
  5 (train)  share of the step spent outside session.run: batch, holes, tqdm, logging
- 6 infer    Model(training=False).complete on one image, a batch, and one image 4x the
+ 6 infer    graphs.Inference().complete on one image, a batch, and one image 4x the
             side, in float32 and bfloat16; the float32 floor (FLOPs / ceiling), the share
             of the convolutions, and one image through the whole training graph
  7 memory   peak RSS of a fresh process per phase; TensorFlow's peak allocator bytes in
@@ -33,7 +33,7 @@ Sections, numbered as the rows of the table:
             allocator peak of a phase-3 step in each, and the largest batch that fits 6 GiB
 
 Everything but 7, 9, 10 and 11 runs in this process, each section in its own
-tf.Graph built by network.Model (or, for the TF1 comparison, by network.generator
+tf.Graph built by graphs.Training or graphs.Inference (or, for the TF1 comparison, by network.generator
 and network.discriminator), so the figures are comparable.
 """
 import argparse
@@ -66,7 +66,7 @@ import config  # noqa: E402
 import layer  # noqa: E402
 import network  # noqa: E402
 import train  # noqa: E402
-from glcic import data, errors, replicas  # noqa: E402
+from glcic import data, errors, graphs, replicas  # noqa: E402
 
 tf1 = tf.compat.v1
 SECTIONS = ('ceiling', 'flops', 'train', 'tf1', 'infer', 'memory', 'scale', 'to_npy', 'startup',
@@ -144,12 +144,13 @@ def random_batch(rng, count, size):
     return images, masks, corners
 
 
-def build_model(**kwargs):
-    """network.Model(**kwargs) in a fresh graph with initialised variables: (model, session)."""
+def build_model(kind=graphs.Training, **kwargs):
+    """kind(**kwargs) (graphs.Training or graphs.Inference) in a fresh graph with initialised
+    variables: (model, session)."""
     with tf.Graph().as_default():
         tf1.set_random_seed(config.SEED)
-        model = network.Model(**kwargs)
-        sess = network.make_session()
+        model = kind(**kwargs)
+        sess = replicas.make_session()
         sess.run(tf1.global_variables_initializer())
     return model, sess
 
@@ -246,7 +247,7 @@ def ceiling(args, ctx):
         # Fetch one number: the whole product is computed without copying it out.
         matmul = tf.matmul(a, b)[0, 0]
         conv = tf.nn.conv2d(x, w, 1, 'SAME')[0, 0, 0, 0]
-        sess = network.make_session()
+        sess = replicas.make_session()
         sess.run(tf1.global_variables_initializer())
         mm = 2 * side ** 3 / median_seconds(lambda: sess.run(matmul), args.steps, args.warmup)
         cv = 2 * 9 * 256 * 256 * batch * grid * grid / median_seconds(lambda: sess.run(conv), args.steps,
@@ -345,7 +346,7 @@ def flops(args, ctx):
 def main_model(ctx):
     """The Model at the configured size, built once and shared by several sections."""
     if 'model' not in ctx:
-        progress('building network.Model')
+        progress('building graphs.Training')
         ctx['model'] = build_model()
     return ctx['model']
 
@@ -508,7 +509,7 @@ def two_run_seconds(args, ctx):
         d_step = tf1.train.AdamOptimizer(config.LEARNING_RATE, config.BETA1).minimize(
             d_loss, var_list=tf1.trainable_variables('discriminator'))
         step = tf.group(g_step, d_step, *layer.moving_average_updates(stats, config.BN_DECAY))
-        sess = network.make_session()
+        sess = replicas.make_session()
         sess.run(tf1.global_variables_initializer())
     images = training_images(ctx, max(args.steps, args.warmup) * batch)
     order = iter(range(10 ** 9))
@@ -546,16 +547,16 @@ def tf1_way(args, ctx):
 
 # ---------------------------------------------------------------- 6: infer
 def completion_speed(args, precision):
-    """Rows of Model(training=False).complete at three sizes; op times of one traced 1-image run."""
+    """Rows of graphs.Inference().complete at three sizes; op times of one traced 1-image run."""
     size, batch, rows = config.IMAGE_SIZE, config.BATCH_SIZE, []
-    model, sess = build_model(training=False, bfloat16=precision == 'bfloat16')
+    model, sess = build_model(graphs.Inference, bfloat16=precision == 'bfloat16')
     rng, tag = np.random.RandomState(config.SEED), '' if precision == 'float32' else 'bf16.'
     for key, count, side in (('one', 1, size), ('batch', batch, size), ('large', 1, 4 * size)):
         images, masks, _ = random_batch(rng, count, side)
         seconds = median_seconds(lambda: model.complete(sess, images, masks), args.steps, args.warmup)
         what = f'{count} image{"s" * (count > 1)} {side}x{side}, {precision}'
         rows += [Row(6, f'infer.{tag}{key}.ms', f'inference latency, {what}', 1000 * seconds, 'ms',
-                     'Model(training=False).complete, uint8 in and out'),
+                     'graphs.Inference().complete, uint8 in and out'),
                  Row(6, f'infer.{tag}{key}.ips', f'inference throughput, {what}', count / seconds, 'images/s')]
     images, masks, _ = random_batch(rng, 1, size)
     ops = time_by_op(traced_run(sess, model.output, model.feed(images, masks)))
@@ -583,7 +584,7 @@ def inference(args, ctx):
     images, masks, _ = random_batch(np.random.RandomState(config.SEED), 1, size)
     seconds = median_seconds(lambda: model.complete(sess, images, masks), args.steps, args.warmup)
     rows.append(Row(6, 'infer.full.ms', f'inference latency, 1 image {size}x{size}, whole training graph',
-                    1000 * seconds, 'ms', 'network.Model(): session.run already runs only what the fetch needs'))
+                    1000 * seconds, 'ms', 'graphs.Training(): session.run already runs only what the fetch needs'))
     return rows
 
 
@@ -780,11 +781,11 @@ def replica_speed(args, ctx):
     """
     with settings(REPLICAS=2):
         parallel = replicas.Replicas()
-        progress('building network.Model on 2 CPU devices')
+        progress('building graphs.Training on 2 CPU devices')
         with tf.Graph().as_default():
             tf1.set_random_seed(config.SEED)
             with parallel.scope():
-                model = network.Model()
+                model = graphs.Training()
             sess = parallel.session()
             sess.run(tf1.global_variables_initializer())
         rows = []
@@ -811,7 +812,7 @@ def precision_speed(args, ctx):
     rng = np.random.RandomState(config.SEED)
     feeds = {n: random_batch(rng, n, config.IMAGE_SIZE) for n in (batch, small)}
     rows, base = [], {}
-    for precision in network.DTYPES:
+    for precision in graphs.DTYPES:
         progress(f'timing PRECISION={precision}')
         with settings(PRECISION=precision):
             model, sess = build_model()
@@ -883,7 +884,7 @@ def machine():
         vector = ', '.join(features) or 'none of ' + '/'.join(name for name, _ in VECTOR_FEATURES)
         cpu = (f'{fields.get("model name", cpu)} (family {fields.get("cpu family", "?")}, '
                f'model {fields.get("model", "?")}, {vector})')
-    return {'cpu': cpu, 'cores': os.cpu_count(), 'device': network.device_name(),
+    return {'cpu': cpu, 'cores': os.cpu_count(), 'device': replicas.device_name(),
             'tensorflow': tf.__version__, 'python': platform.python_version(),
             'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
             'load': os.getloadavg()[0]}

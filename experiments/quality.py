@@ -299,8 +299,7 @@ def evaluate_run(name, root, results_dir, limit, prune, other=None, newest=False
         raise errors.UserError(f'no latest-STEP checkpoints in {backup_dir}/: the run saved nothing')
     # TensorFlow only here: prepare, run and report start without it, and run's parent holds no session.
     import tensorflow as tf
-    import network
-    from glcic import backup, blending, evaluate
+    from glcic import backup, blending, evaluate, graphs, replicas
     tf1 = tf.compat.v1
 
     config.set_values(DEFAULTS)
@@ -339,9 +338,9 @@ def evaluate_run(name, root, results_dir, limit, prune, other=None, newest=False
           f'(holes {config.HOLE_MIN}-{config.HOLE_MAX} px at {config.IMAGE_SIZE}x{config.IMAGE_SIZE})',
           flush=True)
     with tf.Graph().as_default():
-        model = network.Model(training=False, batch_stats=True)
+        model = graphs.Inference(batch_stats=True)
         saver = tf1.train.Saver(model.variables)
-        sess = network.make_session()
+        sess = replicas.make_session()
     try:
         for path in found:
             backup.restore(sess, saver, path)

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 import config
 import network
-from glcic import backup, blending, data, evaluate
+from glcic import backup, blending, data, evaluate, graphs, replicas
 from glcic.errors import UserError
 
 tf1 = tf.compat.v1
@@ -21,15 +21,15 @@ class Networks:
 
     def __init__(self, checkpoints, batch_stats=False, bfloat16=False):
         """checkpoints: {name: path}; batch_stats: also build the batch-statistics completion;
-        bfloat16: complete in bfloat16 (network.Model)."""
+        bfloat16: complete in bfloat16 (graphs.Inference)."""
         self.graph = tf.Graph()
         self.sessions, self.info = {}, {}
         with self.graph.as_default():
-            self.model = network.Model(training=False, batch_stats=batch_stats, bfloat16=bfloat16)
+            self.model = graphs.Inference(batch_stats=batch_stats, bfloat16=bfloat16)
             saver = tf1.train.Saver(self.model.variables)
             try:
                 for name, path in checkpoints.items():
-                    self.sessions[name] = sess = network.make_session()
+                    self.sessions[name] = sess = replicas.make_session()
                     backup.restore(sess, saver, path)
                     phase, epoch, _, step = self.model.state(sess)
                     self.info[name] = {'path': path, 'phase': phase, 'epoch': epoch, 'step': step}

@@ -12,8 +12,7 @@ sys.path.insert(0, os.path.join(ROOT, 'experiments'))
 
 import bench  # noqa: E402
 import config  # noqa: E402
-import network  # noqa: E402
-from glcic import synthetic  # noqa: E402
+from glcic import replicas, synthetic  # noqa: E402
 
 PER_PHASE = ['flops.step.{}', 'train.ips.{}', 'train.epoch.{}', 'train.mfu.{}', 'train.busy.{}',
              'outside.{}', 'memory.rss.{}', 'memory.alloc.{}', 'profile.{}.1']
@@ -66,7 +65,7 @@ def test_quick_run_has_every_row_with_sane_numbers(restore_config, faces, tmp_pa
         if row.key == 'memory.max_batch' or row.key.startswith('precision.max_batch.'):  # may be unmeasurable at tiny sizes
             assert row.value is None or row.value >= 1
             continue
-        if row.key == 'train.path.native' and not network.onednn_enabled():  # no native gradient to time
+        if row.key == 'train.path.native' and not replicas.onednn_enabled():  # no native gradient to time
             assert row.value is None
             continue
         assert row.value is not None and math.isfinite(row.value), row

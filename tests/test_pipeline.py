@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing import event_accumulator
 import config
 import layer
 import network
-from glcic import backup, data, errors, synthetic
+from glcic import backup, data, errors, graphs, synthetic
 from conftest import run_script, tiny_args
 
 tf1 = tf.compat.v1
@@ -92,7 +92,7 @@ def build(tiny_config):
     graph = tf.Graph()
     with graph.as_default():
         tf1.set_random_seed(0)
-        model = network.Model()
+        model = graphs.Training()
         saver = tf1.train.Saver()
     sess = tf1.Session(graph=graph)
     with graph.as_default():
@@ -112,7 +112,7 @@ def test_variables_match_the_layer_table(tiny_config, width):
     """WIDTH=1: the paper's Tables 1-2; WIDTH divides every channel count but the RGB output's."""
     config.set_values({'WIDTH': width})
     with tf.Graph().as_default():
-        model = network.Model()
+        model = graphs.Training()
     shapes = {v.name: v.shape.as_list() for v in model.g_vars + model.d_vars}
     channels = 4  # mask-channel input
     for i, (kind, out, kernel, _) in enumerate(network.GENERATOR, 1):
@@ -136,7 +136,7 @@ def test_variables_match_the_layer_table(tiny_config, width):
 def test_a_width_beyond_a_layer_keeps_one_channel(tiny_config):
     config.set_values({'WIDTH': 100})
     with tf.Graph().as_default():
-        model = network.Model()
+        model = graphs.Training()
     shapes = {v.name: v.shape.as_list() for v in model.g_vars + model.d_vars}
     assert shapes['generator/conv1/w:0'] == [5, 5, 4, 1]  # 64 // 100 = 0, kept at 1
     assert shapes['generator/conv2/w:0'] == [3, 3, 1, 1]  # 128 // 100

@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 import config
-import network
+from glcic import graphs
 from conftest import tiny_graph
 
 tf1 = tf.compat.v1
@@ -31,7 +31,7 @@ def test_each_precision_trains_all_three_phases_with_float32_weights(tiny_config
     model, sess = tiny_graph(PRECISION=precision)
     assert all(v.dtype.base_dtype == tf.float32 for v in model.g_vars + model.d_vars)
     ops = {op.type for op in sess.graph.get_operations()}
-    assert 'Conv2D' in ops and any(op.type == 'Conv2D' and op.get_attr('T') == network.DTYPES[precision]
+    assert 'Conv2D' in ops and any(op.type == 'Conv2D' and op.get_attr('T') == graphs.DTYPES[precision]
                                    for op in sess.graph.get_operations())
     feed = model.feed(*batch())
     trained = {1: model.g_vars, 2: model.d_vars, 3: model.g_vars + model.d_vars}
@@ -56,7 +56,7 @@ def test_float16_skips_an_overflowing_step_halves_the_scale_then_grows_it(tiny_c
     assert model.state(sess)[3] == 1  # the step counts; its update was skipped
 
     scale.load(2.0 ** 10, sess)
-    good.load(network.LOSS_SCALE_GROWTH_STEPS - 1, sess)
+    good.load(graphs.LOSS_SCALE_GROWTH_STEPS - 1, sess)
     sess.run(model.train_ops[1], feed)
     after = values(sess, model.g_vars)
     assert all(not np.array_equal(after[k], before[k]) for k in after)  # applied

@@ -12,10 +12,9 @@ import pytest
 import tensorflow as tf
 
 import config
-import network
 import to_npy
 import train
-from glcic import backup, errors, synthetic
+from glcic import backup, errors, graphs, synthetic
 from conftest import tiny_args, tiny_graph
 
 tf1 = tf.compat.v1
@@ -122,9 +121,9 @@ def test_each_phase_3_epochs_d_loss_is_kept_with_the_weights(tiny_config, tmp_pa
     with other_sess.graph.as_default():
         tf1.train.Saver().restore(other_sess, str(tmp_path / 'ckpt'))
     assert other.d_loss_history(other_sess) == model.d_loss_history(sess)
-    for _ in range(network.D_LOSS_HISTORY):  # only the latest D_LOSS_HISTORY epochs are kept
+    for _ in range(graphs.D_LOSS_HISTORY):  # only the latest D_LOSS_HISTORY epochs are kept
         sess.run(model.record_d_loss)
-    assert model.d_loss_history(sess) == [0.0] * network.D_LOSS_HISTORY  # epochs without steps
+    assert model.d_loss_history(sess) == [0.0] * graphs.D_LOSS_HISTORY  # epochs without steps
 
 
 # --- saves ---
@@ -161,7 +160,7 @@ def train_in_process(folder, capsys, *args):
 
 def test_a_run_stopped_by_max_epoch_keeps_the_save_of_its_last_epoch(tiny_data, capsys, monkeypatch):
     saves = recorded(monkeypatch, backup, 'save')
-    recalibrations = recorded(monkeypatch, network.Model, 'recalibrate')
+    recalibrations = recorded(monkeypatch, graphs.Training, 'recalibrate')
     status, printed = train_in_process(tiny_data, capsys, '--PRETRAIN_EPOCH=2', '--MAX_EPOCH=1')
     latest = tiny_data / 'backup' / 'latest-2'
     assert status == 0
