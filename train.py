@@ -24,7 +24,6 @@ import tensorflow as tf
 from tqdm import tqdm
 
 import layer
-import network
 from glcic import atomic, backup, data, errors, graphs, plots, replicas
 
 tf1 = tf.compat.v1
