@@ -783,7 +783,8 @@ CASES_RUNNER = r'''
 import contextlib, importlib, importlib.util, io, json, sys, traceback
 repo, script, cases, out = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
 sys.path.insert(0, repo)
-import config, cli
+import config
+from glcic import cli
 spec = importlib.util.spec_from_file_location('script_under_test', script)
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)

@@ -121,7 +121,7 @@ def test_training_checkpoint_restores_and_completes_bit_for_bit(checkpoint):
     known = masks[..., 0] == 0
     assert np.array_equal(expect['odd'][known], images[known])
     assert not np.array_equal(expect['odd'], images)  # the hole was filled
-    with pytest.raises(ValueError, match='batch_stats=True needs a Model built with'):
+    with pytest.raises(ValueError, match=r'batch_stats=True needs Training\(\) or Inference\(batch_stats=True\)'):
         model.complete(sess, images, masks, batch_stats=True)
 
 

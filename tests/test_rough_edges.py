@@ -125,7 +125,7 @@ def test_load_notices_follow_the_log_level(monkeypatch):
 
 def test_scripts_import_without_fcntl():
     """Windows has no fcntl: train.py and test.py must still import."""
-    code = "import sys; sys.modules['fcntl'] = None; import cli, backup, train, test"
+    code = "import sys; sys.modules['fcntl'] = None; from glcic import cli, backup; import train, test"
     result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr
@@ -205,7 +205,7 @@ def test_the_box_solve_uses_true_eigenvectors(n):
             matrix = 2 * np.eye(n) - np.eye(n, k=1) - np.eye(n, k=-1)
             matrix[0, 0] -= open_start
             matrix[-1, -1] -= open_end
-            values, vectors = evaluate._second_difference(n, open_start, open_end)
+            values, vectors = blending._second_difference(n, open_start, open_end)
             assert np.allclose(matrix @ vectors, vectors * values)
             assert np.allclose(vectors.T @ vectors, np.eye(n))
 

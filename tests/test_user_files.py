@@ -269,7 +269,8 @@ def test_an_existing_output_is_replaced_only_with_overwrite(model, tmp_path):
 WRITE_RESULT = r'''
 import sys
 sys.path.insert(0, sys.argv[1])
-import cli, numpy as np, photos
+import numpy as np
+from glcic import cli, photos
 rgb = np.random.RandomState(0).randint(0, 256, (160, 160, 3)).astype(np.uint8)  # ~77 KB as PNG
 cli.run(lambda argv: photos.write_image(sys.argv[2], rgb, overwrite=True))
 '''
