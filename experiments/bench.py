@@ -215,7 +215,8 @@ def peak_rss():
 
 
 def child_command(script, *args, **overrides):
-    """Run a script of this repo with this process's whole config (plus overrides) on its command line."""
+    """Run a script of this repo (a path from its root) with this process's whole config (plus overrides)
+    on its command line."""
     values = {**config.as_dict(), **overrides}
     return [sys.executable, os.path.join(ROOT, script), *args] + [f'--{k}={v!r}' for k, v in values.items()]
 
@@ -631,7 +632,7 @@ def children(args, ctx):
         ctx['children'] = {'small_batch': small}
         for phases in groups:
             out = run_child(child_command(
-                'bench.py', '--child-phases', ','.join(map(str, phases)), '--warmup', str(args.warmup),
+                'experiments/bench.py', '--child-phases', ','.join(map(str, phases)), '--warmup', str(args.warmup),
                 '--small-batch', str(small), *(['--trace', args.trace] if args.trace else [])))
             ctx['children'].update({int(k): v for k, v in json.loads(out.strip().splitlines()[-1]).items()})
     return ctx['children']
