@@ -31,17 +31,15 @@ import socket
 import tempfile
 import time
 
-import cli
+from glcic import cli
 import cv2
 import filelock
 import numpy as np
 
-import backup
 import config
-import evaluate
-import inference
-import photos
-from errors import UserError
+import network
+from glcic import backup, blending, evaluate, inference, photos
+from glcic.errors import UserError
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 EXAMPLES = [os.path.join(ROOT, 'docs', 'examples', 'astronaut.png')]  # public domain: docs/examples/README.md
@@ -74,7 +72,7 @@ class Handler:
     def load(cls):
         """Restore BACKUP_DIR's checkpoints (config already applied), or keep why there are none."""
         try:
-            found = inference.find_checkpoints()
+            found = backup.trained()
         except UserError as error:
             return cls(problem=f'{error}. Or the demo: bash demo.sh trains one on synthetic faces in '
                                f'about 10 minutes on a 2-core CPU. Then restart python app.py.')
@@ -153,8 +151,8 @@ class Handler:
         if hole.all():
             return Result([], 'The paint covers the whole photo: leave some of it visible for the '
                               'networks to complete from.')
-        if resize is not None and resize < inference.SIZE_STEP:
-            return Result([], f'Resize {resize}: need at least {inference.SIZE_STEP} px.')
+        if resize is not None and resize < network.SIZE_STEP:
+            return Result([], f'Resize {resize}: need at least {network.SIZE_STEP} px.')
         if resize is None and height * width > inference.MAX_PIXELS:
             return Result([], f'The photo is {width}x{height} = {height * width / 1e6:.1f} Mpx, more '
                               f'than the {inference.MAX_PIXELS / 1e6:.0f} Mpx the networks complete '
@@ -176,7 +174,7 @@ class Handler:
             start = time.perf_counter()
             # The tail of inference.complete_photo(..., blend=True), without running the network again.
             holes = hole[None, ..., None]
-            blended = evaluate.blend(evaluate.hide_holes(photo[None], holes), completed[None], holes)[0]
+            blended = blending.blend(evaluate.hide_holes(photo[None], holes), completed[None], holes)[0]
             columns.append(Column(title, blended, network_ms + _ms(start)))
         except UserError as error:
             return Result([], str(error))

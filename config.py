@@ -35,6 +35,7 @@ BN_RECALIBRATE_BATCHES = 20  # batches used to re-estimate batch-norm statistics
 BATCH_SIZE = 16  # images per step; lower it if the GPU runs out of memory
 REPLICAS = 0  # devices that split each batch (README: Several GPUs): 0 every visible GPU, 1 one device; N > 1 on a machine without GPU: N CPU devices
 ACCUM_STEPS = 1  # batches whose mean gradient makes one update: BATCH_SIZE * ACCUM_STEPS images per step, batch norm sees BATCH_SIZE
+PRECISION = 'float32'  # the networks' arithmetic in training: 'float32'; 'float16' (GPU tensor cores, with dynamic loss scaling); 'bfloat16' (CPUs with AVX512_BF16 or AMX, newer GPUs); weights and checkpoints stay float32
 LEARNING_RATE = 1e-3  # Adam learning rate for both networks
 BETA1 = 0.9  # Adam beta1
 ALPHA = 1e-4  # weight of the adversarial loss against MSE_SCALE * mse; the paper's 4e-4 lost 1.5 dB more hole PSNR at equal minutes (QUALITY.md)
@@ -42,7 +43,8 @@ MSE_SCALE = 0.25  # 0.25: G's mse as on [0, 1] pixels (the paper's sigmoid outpu
 PRETRAIN_EPOCH = 100  # phase 1: epochs of completion network with mse only
 D_EPOCH = 11  # phase 2: epochs of discriminator only (paper: Td/Tc = 10k/90k of phase 1)
 MAX_EPOCH = 500  # hard cap on the total epochs over all phases
-STOP_LOSS = 0.85  # phase 3 ends when an epoch's mean d_loss (cross-entropy on real + on fake, nats; 1.39 = chance) falls below this: D then tells fills from photos and the completion network no longer fools it
+STOP_LOSS = 0.02  # phase 3 ends when d_loss has settled: the mean of its last STOP_EPOCHS epochs within this many nats of the STOP_EPOCHS before (train.stop_rule; QUALITY.md)
+STOP_EPOCHS = 5  # epochs in each of the two windows of the stop rule (at most 32)
 SAVE_MINUTES = 10.0  # also save backup/latest this often within an epoch, minutes
 KEEP_CHECKPOINTS = 3  # older backup/latest checkpoints kept besides the newest
 LOG_EVERY = 10  # steps between TensorBoard points and progress-bar updates
@@ -185,6 +187,7 @@ def validate():
     need(BATCH_SIZE >= 1, 'BATCH_SIZE', 'must be >= 1')
     need(REPLICAS >= 0, 'REPLICAS', 'must be >= 0 (0: every visible GPU)')
     need(ACCUM_STEPS >= 1, 'ACCUM_STEPS', 'must be >= 1')
+    need(PRECISION in ('float32', 'float16', 'bfloat16'), 'PRECISION', "must be 'float32', 'float16' or 'bfloat16'")
     need(NUM_IMAGES >= 2, 'NUM_IMAGES', 'must be >= 2')
     need(0 < TRAIN_RATIO < 1, 'TRAIN_RATIO', 'must be between 0 and 1')
     need(0 <= SEED < 2 ** 32, 'SEED', 'must be between 0 and 2**32 - 1 (numpy\'s seed range)')
@@ -195,6 +198,8 @@ def validate():
     need(0 < BN_DECAY < 1, 'BN_DECAY', 'must be between 0 and 1')
     need(BN_EPSILON > 0, 'BN_EPSILON', 'must be > 0')
     need(BN_RECALIBRATE_BATCHES >= 0, 'BN_RECALIBRATE_BATCHES', 'must be >= 0')
+    need(STOP_LOSS >= 0, 'STOP_LOSS', 'must be >= 0 (0: phase 3 never settles, it runs to MAX_EPOCH)')
+    need(1 <= STOP_EPOCHS <= 32, 'STOP_EPOCHS', 'must be between 1 and 32')
     for key in ('PRETRAIN_EPOCH', 'D_EPOCH', 'MAX_EPOCH'):
         need(globals()[key] >= 0, key, 'must be >= 0')
     need(SAVE_MINUTES > 0, 'SAVE_MINUTES', 'must be > 0')

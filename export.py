@@ -21,30 +21,17 @@ import os
 import re
 import shutil
 
-import cli
+from glcic import cli
 import config
 import tensorflow as tf
 
-import backup
-import errors
 import network
+from glcic import backup, errors, graphs, photos, replicas
 
 tf1 = tf.compat.v1
 SIGNATURE = 'serving_default'  # the name TensorFlow Serving and tf.saved_model.load callers look up
-HOLE_ABOVE = 127  # mask values above this are the hole, as test.py reads mask images
 # What a SavedModel folder holds (paths under it): --overwrite replaces nothing else.
 EXPORT_FILES = r'saved_model\.pb|fingerprint\.pb|assets|variables(/variables\.(index|data-\d+-of-\d+))?'
-
-
-def find_checkpoint(which):
-    """Path of the `which` checkpoint; by default latest, else pretrained."""
-    for name in [which] if which else [backup.LATEST, backup.PRETRAINED]:
-        path = backup.find(name)
-        if path:
-            return path
-    what = f'no {which} checkpoint' if which else 'no trained model'
-    raise errors.UserError(f'{what} in {config.BACKUP_DIR}/: train first with python train.py '
-                        f'(e.g. python to_npy.py --demo 200 && python train.py)')
 
 
 def check_out(out, overwrite):
@@ -78,15 +65,15 @@ def other_files(folder):
 
 
 def frozen_network(checkpoint, bfloat16):
-    """Model(training=False) with the checkpoint's values as constants.
+    """graphs.Inference() with the checkpoint's values as constants.
 
     Returns: (GraphDef, names of its images and masks placeholders, name of its uint8
     output, (phase, epoch, epoch_step, step) of the checkpoint).
     """
     with tf.Graph().as_default():
-        model = network.Model(training=False, bfloat16=bfloat16)
+        model = graphs.Inference(bfloat16=bfloat16)
         saver = tf1.train.Saver(model.variables)
-        with network.make_session() as sess:
+        with replicas.make_session() as sess:
             backup.restore(sess, saver, checkpoint)
             state = model.state(sess)
             frozen = tf1.graph_util.convert_variables_to_constants(
@@ -118,7 +105,7 @@ def serving_graph(frozen, input_names, output_name):
         with tf.control_dependencies(checks):
             # Bool masks arrive as 0/1: a mask whose largest value is 1 has its 1s as the hole.
             binary = tf.equal(tf.reduce_max(masks, axis=[1, 2, 3], keepdims=True), 1)
-            holes = tf.cast(tf.where(binary, tf.equal(masks, 1), masks > HOLE_ABOVE), tf.float32)
+            holes = tf.cast(tf.where(binary, tf.equal(masks, 1), masks > photos.HOLE_ABOVE), tf.float32)
             checked = tf.identity(images)
         completion, = tf.import_graph_def(frozen, {input_names[0]: checked, input_names[1]: holes},
                                           [output_name], name='glcic')
@@ -195,7 +182,8 @@ def parse_args(argv):
 def main(argv):
     args = parse_args(backup.apply_run_config(argv))
     out = args.out or os.path.join(config.OUTPUT_DIR, 'export', '1')
-    checkpoint = find_checkpoint(args.model)
+    found = backup.trained(args.model)
+    checkpoint = found.get(backup.LATEST) or found[backup.PRETRAINED]  # the newest model
     check_out(out, args.overwrite)
     frozen, input_names, output_name, (phase, epoch, _, step) = frozen_network(checkpoint, args.bfloat16)
     write(*serving_graph(frozen, input_names, output_name), out)

@@ -29,20 +29,13 @@ import math
 import os
 import re
 
-import cli
+from glcic import cli
 import config
 import numpy as np
 from tqdm import tqdm
 
-import atomic
-import backup
-import data
-import errors
-import evaluate
-import inference
 import network
-import photos
-import plots
+from glcic import atomic, backup, blending, data, errors, evaluate, inference, photos, plots, replicas
 
 GRID_ROWS = 8  # test images per grid_NNN.png
 GRID_LIST = 'grids.json'  # the grids test.py wrote in OUTPUT_DIR/test: the only files it deletes
@@ -59,7 +52,7 @@ def complete_batch(nets, names, truth, masks, pixel, batch_stats=False):
     for name in names:
         completed = nets.complete(name, masked, masks)
         rows[nets.label(name)] = completed
-        rows[f'{nets.label(name)} + blending'] = evaluate.blend(masked, completed, masks)
+        rows[f'{nets.label(name)} + blending'] = blending.blend(masked, completed, masks)
         if batch_stats:
             rows[f'{nets.label(name)} (batch statistics)'] = nets.complete(name, masked, masks, True)
     return rows
@@ -79,7 +72,7 @@ def write_report(out_dir, npy, count, nets, names, means, extra):
                           for key, title, better in evaluate.METRICS if key in next(iter(means.values()))},
               'rows': [{'method': m, **v} for m, v in means.items()],
               'batch_statistics_rows': [{'method': m, **v} for m, v in extra.items()]}
-    data.write_json(os.path.join(out_dir, 'metrics.json'), report)
+    atomic.write_json(os.path.join(out_dir, 'metrics.json'), report)
     sources = ', '.join(f'{label} = {info["path"]} (epoch {info["epoch"]}, phase {info["phase"]})'
                         for label, info in models.items())
     what = (f'{count} images of {npy}, one hole each ({config.HOLE_MIN}-{config.HOLE_MAX} px sides, '
@@ -102,13 +95,13 @@ def remove_old_grids(out_dir):
         if isinstance(name, str) and re.fullmatch(r'grid_\d+\.png', name):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(os.path.join(out_dir, name))
-    data.write_json(path, [])
+    atomic.write_json(path, [])
 
 
 def record_grid(out_dir, written, name):
     """Add a grid to GRID_LIST before it is written, so a crash mid-write still lists it."""
     written.append(name)
-    data.write_json(os.path.join(out_dir, GRID_LIST), written)
+    atomic.write_json(os.path.join(out_dir, GRID_LIST), written)
     return os.path.join(out_dir, name)
 
 
@@ -193,8 +186,8 @@ def parse_args(argv):
     if args.image:
         if args.mask and args.box:
             raise errors.UserError('give --mask or --box, not both')
-        if args.resize is not None and args.resize < inference.SIZE_STEP:
-            raise errors.UserError(f'--resize {args.resize}: need at least {inference.SIZE_STEP} px')
+        if args.resize is not None and args.resize < network.SIZE_STEP:
+            raise errors.UserError(f'--resize {args.resize}: need at least {network.SIZE_STEP} px')
         if args.npy or args.grids is not None or args.batch_stats:
             raise errors.UserError('--npy, --grids and --batch-stats are for the test set, not --image')
     else:
@@ -210,7 +203,7 @@ def parse_args(argv):
 
 def main(argv):
     args = parse_args(backup.apply_run_config(argv))
-    found = inference.find_checkpoints(args.model)
+    found = backup.trained(args.model)
     # Every input is checked before the networks are built, so a mistake costs no waiting.
     if args.image:
         work = photos.load_jobs(args.image, args.mask, args.box, args.out, args.overwrite,
@@ -229,7 +222,7 @@ def main(argv):
             (only, path), = found.items()
             missing = backup.LATEST if only == backup.PRETRAINED else backup.PRETRAINED
             print(f'note: {config.BACKUP_DIR}/ has no {missing} checkpoint; showing {path} only')
-    print(f'device: {network.device_name()}; IMAGE_SIZE={config.IMAGE_SIZE} LOCAL_SIZE={config.LOCAL_SIZE} '
+    print(f'device: {replicas.device_name()}; IMAGE_SIZE={config.IMAGE_SIZE} LOCAL_SIZE={config.LOCAL_SIZE} '
           f'MASK_CHANNEL={config.MASK_CHANNEL} holes {config.HOLE_MIN}-{config.HOLE_MAX} px')
     nets = inference.Networks(found, batch_stats=not args.image and args.batch_stats, bfloat16=args.bfloat16)
     try:

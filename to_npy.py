@@ -28,16 +28,13 @@ import signal
 import sys
 import time
 
-import cli
+from glcic import cli
 import config
 import filelock
 import numpy as np
 from tqdm import tqdm
 
-import atomic
-import data
-import errors
-import photos
+from glcic import atomic, data, errors, photos
 
 FILES = ('x_train.npy', 'x_test.npy', 'meta.json')  # one data set; NPY_DIR holds nothing else
 PREVIOUS = '.previous'  # NPY_DIR + this: the set the last run replaced
@@ -219,7 +216,7 @@ def write_dataset(images, source, skipped):
         os.mkdir(folder)
         save_npy(os.path.join(folder, 'x_train.npy'), images[:n_train])
         save_npy(os.path.join(folder, 'x_test.npy'), images[n_train:])
-        data.write_json(os.path.join(folder, 'meta.json'), meta)
+        atomic.write_json(os.path.join(folder, 'meta.json'), meta)
         previous = swap_in(folder)
     except OSError as error:
         raise cannot_write(error)
@@ -254,7 +251,7 @@ def main(argv):
     with dataset_lock():
         remove_partial()
         if args.demo is not None:
-            import synthetic
+            from glcic import synthetic
             images, skipped, source = synthetic.faces(count, config.IMAGE_SIZE, config.SEED), {}, 'synthetic'
         else:
             paths = photos.find_images(src)

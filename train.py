@@ -2,7 +2,7 @@
 
 Phase 1 (PRETRAIN_EPOCH epochs): completion network with the masked mse; saves backup/pretrained.
 Phase 2 (D_EPOCH epochs): discriminators only.
-Phase 3: both, until the epoch-mean d_loss < STOP_LOSS or MAX_EPOCH epochs in all.
+Phase 3: both, until d_loss settles (stop_rule: STOP_LOSS, STOP_EPOCHS) or MAX_EPOCH epochs in all.
 
     python train.py                  # starts, or resumes from backup/ exactly where it stopped
     python train.py --fresh          # start over; the old backup/ files are moved aside
@@ -16,21 +16,15 @@ import signal
 import sys
 import time
 
-import cli
-import errors
+from glcic import cli
 import config
 import cv2
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-import atomic
-import backup
-import data
 import layer
-import network
-import plots
-import replicas
+from glcic import atomic, backup, data, errors, graphs, plots, replicas
 
 tf1 = tf.compat.v1
 DONE = 4  # phase value of a run that met its stop rule
@@ -124,7 +118,7 @@ def recalibration_feeds(model, images):
 class Run:
     """What every epoch of one training run works with."""
     sess: tf1.Session
-    model: network.Model
+    model: graphs.Training
     images: np.ndarray  # the training split, uint8 [N,S,S,3] (memory-mapped)
     interrupt: Interrupt
     log: LossLog  # None on a worker that does not write the files
@@ -143,7 +137,7 @@ def train_step(sess, model, phase, feeds):
         values = [sess.run([accumulate, fetch], feed)[1] for feed in feeds]
         sess.run(apply)
         losses.update({name: float(np.mean([v[name] for v in values])) for name in fetch})
-    sess.run(model.count_step, {model.step_losses: [losses.get(n, 0.0) for n in network.LOSS_NAMES]})
+    sess.run(model.count_step, {model.step_losses: [losses.get(n, 0.0) for n in graphs.LOSS_NAMES]})
     return losses
 
 
@@ -250,8 +244,11 @@ def train(sess, model, saver, finite, train_images, test_images, interrupt, para
         if interrupt.signal:
             print(f'saved {save()}; run python train.py to resume')
             return interrupt.exit_status()
+        if phase == 3:
+            sess.run(model.record_d_loss)
         sess.run(model.next_epoch)
-        finished = phase == 3 and means.get('d_loss', np.inf) < config.STOP_LOSS
+        stop = stop_rule(model.d_loss_history(sess)) if phase == 3 else None
+        finished = stop is not None
         if finished:
             set_phase(DONE)
         # The row goes first: a crash before the save drops it on resume (LossLog keeps rows
@@ -269,8 +266,25 @@ def train(sess, model, saver, finite, train_images, test_images, interrupt, para
         print(f'epoch {epoch + 1} phase {phase}: ' + ' '.join(f'{k} {v:.5g}' for k, v in means.items())
               + f' ({time.time() - start:.0f} s) saved {path}')
         if finished:
-            print(f'stopped: d_loss {means["d_loss"]:.3g} < STOP_LOSS={config.STOP_LOSS}')
+            print(f'stopped: {stop}')
             return 0
+
+
+def stop_rule(d_losses):
+    """Why phase 3 ends after its latest epoch, or None to go on.
+
+    d_losses: the mean d_loss of each phase-3 epoch so far, oldest first. Phase 3 ends when the
+    adversarial game has settled: the mean of the last STOP_EPOCHS epochs is within STOP_LOSS
+    nats of the mean of the STOP_EPOCHS before. Not when D first wins: its loss then still falls.
+    """
+    n = config.STOP_EPOCHS
+    if len(d_losses) < 2 * n:
+        return None
+    recent, before = float(np.mean(d_losses[-n:])), float(np.mean(d_losses[-2 * n:-n]))
+    if abs(recent - before) < config.STOP_LOSS:
+        return (f'the mean d_loss of the last {n} epochs, {recent:.3f}, is within STOP_LOSS={config.STOP_LOSS:g} '
+                f'of the {n} before ({before:.3f})')
+    return None
 
 
 def take_over_files(args):
@@ -324,13 +338,9 @@ def lost_worker(error):
     """The error for a worker that died or stopped answering: nothing after the last save is kept."""
     last = tf1.train.latest_checkpoint(config.BACKUP_DIR)
     kept = f'{last} stays the last save' if last else 'nothing was saved yet'
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    # TensorFlow wraps the RPC's own words in a header and the node's stack.
-    said = [line for line in lines if not line.startswith(('Graph execution error', 'Detected at node', 'File ',
-                                                            'Node:', '[[', 'Original stack trace', 'defined at'))]
-    reason = (said or lines or [''])[0][:200]
-    return errors.UserError(f'another worker stopped or stopped answering ({type(error).__name__}: {reason}); '
-                            f'{kept}: start every worker again with the same command to resume')
+    return errors.UserError(f'another worker stopped or stopped answering ({type(error).__name__}: '
+                            f'{errors.tf_reason(error)}); {kept}: start every worker again with the same '
+                            'command to resume')
 
 
 def main(argv):
@@ -360,14 +370,16 @@ def main(argv):
     interrupt = Interrupt()
     tf1.set_random_seed(config.SEED)
     with parallel.scope():
-        model = network.Model()
+        model = graphs.Training()
         parallel.build_agreement()
     saver = tf1.train.Saver(max_to_keep=config.KEEP_CHECKPOINTS + 1, save_relative_paths=True)
     backup.adopt(saver)
     finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in tf1.global_variables()
                             if v.dtype.base_dtype.is_floating])
     sess = parallel.session()
-    print(f'device: {network.device_name()}; dilated convolutions {layer.dilation_path()}; {parallel.describe()}')
+    scaling = ' with dynamic loss scaling' if config.PRECISION == 'float16' else ''
+    print(f'device: {replicas.device_name()}; dilated convolutions {layer.dilation_path()}; {parallel.describe()}; '
+          f'{config.PRECISION}{scaling}')
     try:
         # Several workers: the initializer waits for all of them (worker 0 sends the initial
         # weights), so the others look for a checkpoint only after worker 0 has moved any aside.
@@ -375,7 +387,7 @@ def main(argv):
                        lambda: interrupt.signal)
         checkpoint = args.resume or backup.find(training=True)
         if checkpoint:
-            backup.restore(sess, saver, checkpoint, optional=network.ADDED_STATE, training=True)
+            backup.restore(sess, saver, checkpoint, optional=graphs.ADDED_STATE, training=True)
             phase, epoch, epoch_step, step = model.state(sess)
             print(f'resumed {checkpoint}: phase {phase}, epoch {epoch + 1}, batch {epoch_step}, step {step}')
             if args.resume and parallel.chief:
@@ -389,7 +401,8 @@ def main(argv):
         batches = f' ({config.ACCUM_STEPS} batches of {config.BATCH_SIZE})' if config.ACCUM_STEPS > 1 else ''
         print(f'{len(train_images)} training images, {len(train_images) // per_step} steps of '
               f'{per_step}{batches} per epoch; phases: 1 until epoch {config.PRETRAIN_EPOCH}, 2 until '
-              f'{config.PRETRAIN_EPOCH + config.D_EPOCH}, 3 until d_loss < {config.STOP_LOSS} '
+              f'{config.PRETRAIN_EPOCH + config.D_EPOCH}, 3 until d_loss settles (STOP_LOSS={config.STOP_LOSS} over '
+              f'{config.STOP_EPOCHS} epochs) '
               f'or epoch {config.MAX_EPOCH}')
         status = train(sess, model, saver, finite, train_images, test_images, interrupt, parallel)
         if parallel.workers > 1:

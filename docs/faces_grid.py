@@ -18,14 +18,10 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-import cli  # noqa: E402  first: it quiets TensorFlow's C++ logs
-import backup  # noqa: E402
+from glcic import cli  # noqa: E402  first: it quiets TensorFlow's C++ logs
 import config  # noqa: E402
-import evaluate  # noqa: E402
-import inference  # noqa: E402
-import photos  # noqa: E402
-import plots  # noqa: E402
-from errors import UserError  # noqa: E402
+from glcic import backup, blending, evaluate, inference, photos, plots  # noqa: E402
+from glcic.errors import UserError  # noqa: E402
 
 PHOTO = os.path.join(ROOT, 'docs', 'examples', 'astronaut.png')
 CROP = (14, 8, 100)  # x, y, side in the 128x128 example: the face framed as in UTKFace's photos
@@ -73,7 +69,7 @@ def main(argv):
         nets.close()
     stack = masks[..., None]
     truth = np.repeat(face[None], len(masks), axis=0)
-    blended = evaluate.blend(evaluate.hide_holes(truth, stack), adversarial, stack)
+    blended = blending.blend(evaluate.hide_holes(truth, stack), adversarial, stack)
     plots.save_grid(args.out, [plots.show_holes(truth, stack), only, adversarial, blended, truth],
                     ['input', 'completion only', 'completion + discriminator', '+ blending', 'ground truth'],
                     row_labels=list(HOLES))

@@ -19,13 +19,13 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-import cli  # noqa: E402,F401  quiet TensorFlow logs as the scripts do
+from glcic import cli  # noqa: E402,F401  quiet TensorFlow logs as the scripts do
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 import app  # noqa: E402
-import backup  # noqa: E402
+from glcic import backup  # noqa: E402
 
 SIZES = (128, 512)  # square photos, px
 

@@ -10,19 +10,20 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import cli  # noqa: E402,F401  (quiets TensorFlow's C++ logs before anything imports it)
-import network  # noqa: E402
+from glcic import cli  # noqa: E402,F401  (quiets TensorFlow's C++ logs before anything imports it)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
+from glcic import graphs, replicas  # noqa: E402
 
 
 def main(counts):
     with tf.Graph().as_default():
-        model = network.Model(training=False)
-        sess = network.make_session()
+        model = graphs.Inference()
+        sess = replicas.make_session()
         sess.run(tf.compat.v1.global_variables_initializer())
     rng = np.random.RandomState(0)
-    print(network.device_name())
+    print(replicas.device_name())
     for n in counts:
         masks = np.zeros((n, 128, 128, 1), np.float32)
         masks[:, 40:80, 40:80] = 1

@@ -52,14 +52,12 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # the repo's modules
 
-import cli  # noqa: E402  (quiets TensorFlow's C++ logs before anything imports it)
-import atomic  # noqa: E402
+from glcic import cli  # noqa: E402  (quiets TensorFlow's C++ logs before anything imports it)
 import config  # noqa: E402
-import data  # noqa: E402
-import errors  # noqa: E402
+from glcic import atomic, data, errors  # noqa: E402
 import numpy as np  # noqa: E402
-import plots  # noqa: E402  (sets matplotlib's file-only backend)
-from plots import plt  # noqa: E402
+from glcic import plots  # noqa: E402  (sets matplotlib's file-only backend)
+from glcic.plots import plt  # noqa: E402
 
 RUNS_DIR = os.path.join(ROOT, 'experiments', 'runs')  # prepared arrays and one folder per run
 RESULTS_DIR = os.path.join(ROOT, 'experiments', 'results')  # NAME.json per run, quality.md
@@ -195,7 +193,7 @@ def run(name, minutes, every, root, argv, source=None):
               'load_at_start': round(load, 2), 'machine': machine()}
     if start_from:
         record['from'] = start_from
-    data.write_json(record_path, record)
+    atomic.write_json(record_path, record)
     print(f'{name}: training for {minutes:g} min, a checkpoint every {every:g} min and each epoch; '
           f'log in {log_path}', flush=True)
 
@@ -246,7 +244,7 @@ def run(name, minutes, every, root, argv, source=None):
         'checkpoints': {os.path.basename(p): saved_minute(p, start) for p in found}})
     if start_from:
         record['checkpoints'][start_from['checkpoint']] = start_from['minutes']
-    data.write_json(record_path, record)
+    atomic.write_json(record_path, record)
     if reason is None and code not in (0, 130):
         last = next((line for line in reversed(lines) if line.startswith('error: ')), lines[-1] if lines else '')
         raise errors.UserError(f'train.py stopped with exit status {code} ({last}); see {log_path}')
@@ -301,9 +299,7 @@ def evaluate_run(name, root, results_dir, limit, prune, other=None, newest=False
         raise errors.UserError(f'no latest-STEP checkpoints in {backup_dir}/: the run saved nothing')
     # TensorFlow only here: prepare, run and report start without it, and run's parent holds no session.
     import tensorflow as tf
-    import backup
-    import evaluate
-    import network
+    from glcic import backup, blending, evaluate, graphs, replicas
     tf1 = tf.compat.v1
 
     config.set_values(DEFAULTS)
@@ -342,9 +338,9 @@ def evaluate_run(name, root, results_dir, limit, prune, other=None, newest=False
           f'(holes {config.HOLE_MIN}-{config.HOLE_MAX} px at {config.IMAGE_SIZE}x{config.IMAGE_SIZE})',
           flush=True)
     with tf.Graph().as_default():
-        model = network.Model(training=False, batch_stats=True)
+        model = graphs.Inference(batch_stats=True)
         saver = tf1.train.Saver(model.variables)
-        sess = network.make_session()
+        sess = replicas.make_session()
     try:
         for path in found:
             backup.restore(sess, saver, path)
@@ -360,7 +356,7 @@ def evaluate_run(name, root, results_dir, limit, prune, other=None, newest=False
                      'moving_averages': measure(evaluate, filled, truth, masks, telea_psnr, *faces),
                      'batch_statistics': measure(evaluate, stats, truth, masks, telea_psnr),
                      # The paper's post-processing, as test.py's "+ blending" rows.
-                     'blended': measure(evaluate, evaluate.blend(masked, filled, masks), truth, masks,
+                     'blended': measure(evaluate, blending.blend(masked, filled, masks), truth, masks,
                                         telea_psnr, *faces)}
             entries.append(entry)
             moving, batch = entry['moving_averages'], entry['batch_statistics']
@@ -383,7 +379,7 @@ def evaluate_run(name, root, results_dir, limit, prune, other=None, newest=False
               'config': {k: v for k, v in saved.items() if not k.endswith('_DIR')},
               'baselines': baselines, 'checkpoints': sorted(entries, key=lambda c: c['minutes'])}
     os.makedirs(results_dir, exist_ok=True)
-    data.write_json(out_path, result)
+    atomic.write_json(out_path, result)
     print(f'wrote {out_path}')
     if prune:
         older = checkpoints(backup_dir)[:-1]

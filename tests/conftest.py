@@ -11,7 +11,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-import cli  # noqa: E402,F401  quiet TensorFlow logs as the scripts do
+from glcic import cli  # noqa: E402,F401  quiet TensorFlow logs as the scripts do
 
 import config  # noqa: E402
 
@@ -109,13 +109,13 @@ def free_ports(count):
 def tiny_graph(seed=0, **values):
     """The training graph at TINY sizes with `values` set, initialised: (model, session)."""
     import tensorflow as tf
-    import network
+    from glcic import graphs
     tf1 = tf.compat.v1
     config.set_values(values)
     graph = tf.Graph()
     with graph.as_default():
         tf1.set_random_seed(seed)
-        model = network.Model()
+        model = graphs.Training()
         # Grappler off: the same ops, without 1-3 s of graph rewriting at each op's first run.
         settings = tf1.ConfigProto()
         settings.graph_options.rewrite_options.disable_meta_optimizer = True

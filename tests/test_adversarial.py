@@ -8,9 +8,8 @@ import pytest
 import tensorflow as tf
 
 import config
-import data
-import synthetic
 import train
+from glcic import data, synthetic
 from conftest import tiny_graph
 
 tf1 = tf.compat.v1

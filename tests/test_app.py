@@ -19,11 +19,8 @@ if ROOT not in sys.path:
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 import app  # noqa: E402
-import backup  # noqa: E402
 import config  # noqa: E402
-import errors  # noqa: E402
-import inference  # noqa: E402
-import synthetic  # noqa: E402
+from glcic import backup, errors, inference, synthetic  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location('app_screenshot',
                                                os.path.join(ROOT, 'docs', 'app_screenshot.py'))
@@ -283,7 +280,7 @@ def server(trained_run, tmp_path_factory):
     for folder in (home, temp):
         folder.mkdir()
     env = {**os.environ, 'HOME': str(home), 'TMPDIR': str(temp)}
-    subprocess.run([sys.executable, '-c', 'import inference'], cwd=ROOT, env=env, check=True, timeout=120)
+    subprocess.run([sys.executable, '-c', 'from glcic import inference'], cwd=ROOT, env=env, check=True, timeout=120)
     before = {'home': files_under(home), 'repo': files_under(ROOT)}
     process, url = page.start_server([f'--BACKUP_DIR={trained_run}/backup', f'--OUTPUT_DIR={out}'], env=env)
     yield {'url': url, 'port': int(url.rsplit(':', 1)[1].strip('/')), 'home': home, 'tmp': temp,

@@ -8,10 +8,11 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, 'experiments'))
 
 import bench  # noqa: E402
 import config  # noqa: E402
-import synthetic  # noqa: E402
+from glcic import replicas, synthetic  # noqa: E402
 
 PER_PHASE = ['flops.step.{}', 'train.ips.{}', 'train.epoch.{}', 'train.mfu.{}', 'train.busy.{}',
              'outside.{}', 'memory.rss.{}', 'memory.alloc.{}', 'profile.{}.1']
@@ -20,7 +21,10 @@ SINGLE = ['ceiling.matmul', 'ceiling.conv', 'flops.g', 'flops.d',
           'infer.one.ms', 'infer.one.ips', 'infer.batch.ms', 'infer.batch.ips',
           'infer.large.ms', 'infer.large.ips',
           'memory.variables', 'memory.gpu', 'memory.max_batch', 'to_npy.ips', 'startup.seconds',
-          'replicas.ips.1', 'replicas.ips.3']
+          'replicas.ips.1', 'replicas.ips.3',
+          'train.path.native', 'train.path.space-to-batch', 'infer.one.ratio'] + [
+          f'precision.{kind}.{p}' for kind in ('alloc', 'max_batch') for p in ('float32', 'float16', 'bfloat16')] + [
+          f'precision.ips.{p}.{phase}' for p in ('float32', 'float16', 'bfloat16') for phase in (1, 2, 3)]
 
 
 @pytest.fixture
@@ -55,11 +59,14 @@ def test_quick_run_has_every_row_with_sane_numbers(restore_config, faces, tmp_pa
         assert sorted(k for k in by_key if k.startswith(f'scale.{kind}.')) == sorted(
             f'scale.{kind}.{b}.{s}' for b, s in ((1, 32), (2, 32), (4, 32), (2, 16), (2, 64)))
     assert [r.item for r in rows] == sorted(r.item for r in rows)
-    assert {r.item for r in rows} == set(range(1, 13))
+    assert {r.item for r in rows} == set(range(1, 14))
 
     for row in rows:
-        if row.key == 'memory.max_batch':  # may be unmeasurable at tiny sizes
+        if row.key == 'memory.max_batch' or row.key.startswith('precision.max_batch.'):  # may be unmeasurable at tiny sizes
             assert row.value is None or row.value >= 1
+            continue
+        if row.key == 'train.path.native' and not replicas.onednn_enabled():  # no native gradient to time
+            assert row.value is None
             continue
         assert row.value is not None and math.isfinite(row.value), row
         assert row.value >= 0, row
@@ -93,7 +100,7 @@ def test_main_skips_to_npy_without_photos_and_writes_the_table(restore_config, t
                        '--out', str(out)]) == 0
     text = out.read_text()
     assert text == capsys.readouterr().out.rstrip('\n') + '\n'
-    assert 'Command: `python bench.py --quick --only to_npy' in text
+    assert 'Command: `python experiments/bench.py --quick --only to_npy' in text
     assert 'TensorFlow ' in text and 'cores' in text
     assert 'skipped: no folder' in text and '| 9 |' in text
 

@@ -116,7 +116,7 @@ def test_cli_turns_onednn_on_for_training_on_x86_only(script, user, want):
     env = {k: v for k, v in os.environ.items() if k != 'TF_ENABLE_ONEDNN_OPTS'}
     if user is not None:
         env['TF_ENABLE_ONEDNN_OPTS'] = user
-    code = (f'import sys; sys.argv = [{script!r}]; import cli, os; '
+    code = (f'import sys; sys.argv = [{script!r}]; import os; from glcic import cli; '
             f'print(os.environ.get("TF_ENABLE_ONEDNN_OPTS"))')
     result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True, text=True)
     x86 = platform.machine().lower() in ('x86_64', 'amd64')

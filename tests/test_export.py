@@ -9,13 +9,12 @@ import sys
 import numpy as np
 import pytest
 
-import backup
 import config
+from glcic import backup
 import export as export_script
-import inference
-import synthetic
+from glcic import inference, synthetic
 from conftest import run_script
-from errors import UserError
+from glcic.errors import UserError
 from test_network import inputs
 
 # Run by a Python that does not see this repository (-I: no script folder, no PYTHONPATH,
@@ -95,7 +94,7 @@ def test_plain_tf2_loads_it_and_it_completes_as_test_py(run, tmp_path):
     saved = config.as_dict()
     try:
         backup.apply_run_config([f'--BACKUP_DIR={run}/backup'])
-        nets = inference.Networks(inference.find_checkpoints(backup.LATEST))
+        nets = inference.Networks(backup.trained(backup.LATEST))
         try:
             expect = {name: nets.complete(backup.LATEST, *pair)
                       for name, pair in (('square', square), ('odd', odd))}

@@ -678,7 +678,7 @@ def write_image(path, image, **kw):
 def face(i, size=64):
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    import synthetic
+    from glcic import synthetic
     return synthetic.face(size, [7, i])[:, :, ::-1].copy()  # BGR for cv2
 
 
@@ -783,7 +783,8 @@ CASES_RUNNER = r'''
 import contextlib, importlib, importlib.util, io, json, sys, traceback
 repo, script, cases, out = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
 sys.path.insert(0, repo)
-import config, cli
+import config
+from glcic import cli
 spec = importlib.util.spec_from_file_location('script_under_test', script)
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)

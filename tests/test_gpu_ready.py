@@ -13,9 +13,8 @@ import pytest
 import tensorflow as tf
 from tensorflow.python.framework import kernels
 
-import inference
-import replicas
 import train
+from glcic import inference, replicas
 
 GPU_DEVICES = ('GPU', 'DEFAULT')  # DEFAULT kernels run on any device
 
@@ -48,10 +47,9 @@ def gpu_kernels(op_type):
             if k.device_type in GPU_DEVICES]
 
 
-def runs_on_gpu(op):
-    """True if a GPU or DEFAULT kernel of op.type accepts this node's dtypes."""
-    node_def = op.node_def
-    for kernel in gpu_kernels(op.type):
+def runs_on_gpu(node_def):
+    """True if a GPU or DEFAULT kernel of the node's op type accepts its dtypes."""
+    for kernel in gpu_kernels(node_def.op):
         if all(set(attr_types(node_def, c.name)) <= set(c.allowed_values.list.type)
                for c in kernel.constraint):
             return True
@@ -59,13 +57,22 @@ def runs_on_gpu(op):
 
 
 def lacking(graph):
-    """{(op type, dtype or None)} of the ops in `graph` that have no GPU kernel."""
+    """{(op type, dtype or None)} of the ops in `graph`, and in the functions it calls (a
+    tf.cond's branches), that have no GPU kernel."""
+    graph_def = graph.as_graph_def()
+    nodes = list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
     missing = set()
-    for op in graph.get_operations():
-        if not runs_on_gpu(op):
-            dtype = op.get_attr('dtype').name if 'dtype' in op.node_def.attr else None
-            missing.add((op.type, dtype))
+    for node_def in nodes:
+        if not runs_on_gpu(node_def):
+            dtype = tf.dtypes.as_dtype(node_def.attr['dtype'].type).name if 'dtype' in node_def.attr else None
+            missing.add((node_def.op, dtype))
     return missing
+
+
+def op_types(graph):
+    """The op types in `graph` and in the functions it calls."""
+    graph_def = graph.as_graph_def()
+    return {n.op for n in graph_def.node} | {n.op for f in graph_def.library.function for n in f.node_def}
 
 
 class GraphBuilt(Exception):
@@ -96,11 +103,13 @@ def training_graph(tmp_path, monkeypatch):
     return graph
 
 
-@pytest.mark.parametrize('mask_channel', [True, False])
-def test_training_graph_has_a_gpu_kernel_for_every_op(tmp_path, monkeypatch, tiny_config, mask_channel):
-    tiny_config.set_values({'MASK_CHANNEL': mask_channel})
+@pytest.mark.parametrize('mask_channel, precision', [(True, 'float32'), (False, 'float32'),
+                                                     (True, 'float16'), (True, 'bfloat16')])
+def test_training_graph_has_a_gpu_kernel_for_every_op(tmp_path, monkeypatch, tiny_config, mask_channel,
+                                                      precision):
+    tiny_config.set_values({'MASK_CHANNEL': mask_channel, 'PRECISION': precision})
     graph = training_graph(tmp_path, monkeypatch)
-    types = {op.type for op in graph.get_operations()}
+    types = op_types(graph)
     assert {'Conv2D', 'ResourceApplyAdam', 'SaveV2', 'IsFinite'} <= types  # model, optimiser, Saver, NaN check
     missing = lacking(graph)
     assert missing <= CPU_ONLY, f'no GPU kernel for {sorted(missing - CPU_ONLY, key=str)}'

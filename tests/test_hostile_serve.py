@@ -18,9 +18,8 @@ import pytest
 import app
 import config
 import export as export_script
-import errors
-import synthetic
-from conftest import ROOT, TINY, run_script
+from glcic import errors, synthetic
+from conftest import ROOT, TINY
 from test_network import save_tiny_checkpoint
 
 def error_lines(result):

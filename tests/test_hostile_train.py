@@ -17,14 +17,11 @@ import time
 import numpy as np
 import pytest
 
-import atomic
-import backup
 import config
-import plots
-import replicas
 import train
+from glcic import atomic, backup, plots, replicas
 from conftest import ROOT, TINY, free_ports, run_script, tiny_args
-from errors import UserError
+from glcic.errors import UserError
 
 TF_NOISE = re.compile(r'^(WARNING: All log messages before absl::InitializeLog'
                       r'|[IWEF]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\]|To enable the following instructions)')
@@ -349,18 +346,15 @@ def test_a_string_in_config_json_suggests_the_fix_that_works(tmp_path):
 
 
 def test_scripts_that_read_a_model_are_told_the_train_py_command(tmp_path):
-    import export
-    import inference
     import tensorflow as tf
     tf1 = tf.compat.v1
     folder = tmp_path / 'backup'
     fake_saves(folder, 'latest-4', 'latest-8', listed=False)  # the `checkpoint` list is gone
     config.set_values({'BACKUP_DIR': str(folder)})
-    for find in (export.find_checkpoint, inference.find_checkpoints):
-        with pytest.raises(UserError) as error:
-            find(None)
-        said = str(error.value)
-        assert f'python train.py --resume {folder / "latest-8"} or start over with python train.py --fresh' in said
+    with pytest.raises(UserError) as error:
+        backup.trained()  # test.py's, export.py's and the page's lookup
+    said = str(error.value)
+    assert f'python train.py --resume {folder / "latest-8"} or start over with python train.py --fresh' in said
     with pytest.raises(UserError) as error:
         backup.find(training=True)  # train.py itself takes them as they are
     assert f'with --resume {folder / "latest-8"} or start over with --fresh' in str(error.value)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-import evaluate
+from glcic import evaluate
 
 
 def _hole(size=32, box=(8, 24)):

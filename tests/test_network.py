@@ -1,4 +1,4 @@
-"""network.Model(training=False): only the completion network and its input, restored from
+"""graphs.Inference(): only the completion network and its input, restored from
 a training checkpoint, completing bit for bit as the training graph does; the in-graph pixel
 conversions; bfloat16 inference; checkpoint names of the training graph."""
 import os
@@ -7,11 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import backup
 import config
-import data
-import network
-import synthetic
+from glcic import backup, data, graphs, synthetic
 from conftest import TINY
 
 tf1 = tf.compat.v1
@@ -22,18 +19,18 @@ STATE = ['state/mean_pixel:0', 'state/step:0', 'state/epoch:0', 'state/epoch_ste
 BF16_MAX, BF16_MEAN = 32, 5.0
 
 
-def build(**kwargs):
-    """network.Model(**kwargs) in a fresh graph: (graph, model)."""
+def build(kind=graphs.Training, **kwargs):
+    """kind(**kwargs) (graphs.Training or graphs.Inference) in a fresh graph: (graph, model)."""
     graph = tf.Graph()
     with graph.as_default():
         tf1.set_random_seed(0)
-        model = network.Model(**kwargs)
+        model = kind(**kwargs)
     return graph, model
 
 
-def restored(checkpoint, **kwargs):
-    """network.Model(**kwargs) restored from `checkpoint` through a Saver over its variables."""
-    graph, model = build(**kwargs)
+def restored(checkpoint, kind=graphs.Training, **kwargs):
+    """kind(**kwargs) restored from `checkpoint` through a Saver over its variables."""
+    graph, model = build(kind, **kwargs)
     with graph.as_default():
         saver = tf1.train.Saver(model.variables)
     sess = tf1.Session(graph=graph)
@@ -97,7 +94,7 @@ def checkpoint(tmp_path_factory):
 
 def test_inference_build_holds_the_generator_and_its_input_only(tiny_config):
     train_graph, trained = build()
-    graph, model = build(training=False)
+    graph, model = build(graphs.Inference)
     with graph.as_default():
         names = [v.name for v in tf1.global_variables()]
     assert [v.name for v in model.variables] == names
@@ -114,7 +111,7 @@ def test_inference_build_holds_the_generator_and_its_input_only(tiny_config):
 
 
 def test_training_checkpoint_restores_and_completes_bit_for_bit(checkpoint):
-    model, sess = restored(checkpoint['path'], training=False)
+    model, sess = restored(checkpoint['path'], graphs.Inference)
     expect = checkpoint['expect']
     assert model.state(sess) == expect['state'] == (1, 0, 2, 2)
     square = model.complete(sess, *checkpoint['square'])
@@ -124,12 +121,12 @@ def test_training_checkpoint_restores_and_completes_bit_for_bit(checkpoint):
     known = masks[..., 0] == 0
     assert np.array_equal(expect['odd'][known], images[known])
     assert not np.array_equal(expect['odd'], images)  # the hole was filled
-    with pytest.raises(ValueError, match='batch_stats=True needs a Model built with'):
+    with pytest.raises(ValueError, match=r'batch_stats=True needs Training\(\) or Inference\(batch_stats=True\)'):
         model.complete(sess, images, masks, batch_stats=True)
 
 
 def test_batch_statistics_build_matches_the_training_graph(checkpoint):
-    model, sess = restored(checkpoint['path'], training=False, batch_stats=True)
+    model, sess = restored(checkpoint['path'], graphs.Inference, batch_stats=True)
     out = model.complete(sess, *checkpoint['square'], batch_stats=True)
     assert np.array_equal(out, checkpoint['expect']['batch_stats'])
     assert not np.array_equal(out, checkpoint['expect']['square'])
@@ -141,14 +138,14 @@ def test_in_graph_pixel_conversions_equal_data_py():
     halves = (np.arange(-2, 258) + 0.5) / 127.5 - 1.0
     floats = np.concatenate([halves, np.linspace(-1.2, 1.2, 4001), [-1.0, 1.0, 0.0]]).astype(np.float32)
     with tf.Graph().as_default(), tf1.Session() as sess:
-        as_float, as_uint8 = sess.run([network._to_float(tf.constant(every)),
-                                       network._to_uint8(tf.constant(floats))])
+        as_float, as_uint8 = sess.run([graphs.to_float(tf.constant(every)),
+                                       graphs.to_uint8(tf.constant(floats))])
     assert np.array_equal(as_float, data.to_float(every))
     assert as_uint8.dtype == np.uint8 and np.array_equal(as_uint8, data.to_uint8(floats))
 
 
 def test_bfloat16_restores_the_same_checkpoint_and_stays_close(checkpoint):
-    model, sess = restored(checkpoint['path'], training=False, bfloat16=True)
+    model, sess = restored(checkpoint['path'], graphs.Inference, bfloat16=True)
     assert all(v.dtype.base_dtype == tf.float32 for v in model.variables if 'state/' not in v.name)
     images, masks = checkpoint['square']
     out = model.complete(sess, images, masks)
@@ -172,7 +169,7 @@ def test_training_checkpoint_names_are_unchanged(tiny_config):
     powers = {'beta1_power', 'beta2_power', 'beta1_power_1', 'beta2_power_1'}
     state = {n[:-2] for n in STATE}
     # Variables newer than a checkpoint start from their initial value (backup.restore).
-    assert names == weights | slots | statistics | powers | state | set(network.ADDED_STATE)
+    assert names == weights | slots | statistics | powers | state | set(graphs.ADDED_STATE)
     # Adam's powers are named in the order the optimizers are first applied: G's, then D's.
     owners = {name: graph.get_operation_by_name(name).colocation_groups()[0].decode()
               for name in powers}

@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-import cli  # noqa: F401  quiets TensorFlow logs as the scripts do
-import errors
+from glcic import cli  # noqa: F401  quiets TensorFlow logs as the scripts do
 import config
+from glcic import errors
 from conftest import ROOT, TINY, run_script
 
 QUALITY = 'experiments/quality.py'

@@ -13,12 +13,9 @@ import pytest
 import tensorflow as tf
 
 import config
-import data
-import network
-import replicas
-import synthetic
+from glcic import data, graphs, replicas, synthetic
 from conftest import ROOT, TINY, free_ports, run_script, tiny_args
-from errors import UserError
+from glcic.errors import UserError
 
 tf1 = tf.compat.v1
 
@@ -31,7 +28,7 @@ def build(count, seed=0, **values):
     with graph.as_default():
         tf1.set_random_seed(seed)
         with parallel.scope():
-            model = network.Model()
+            model = graphs.Training()
         saver = tf1.train.Saver()
         sess = parallel.session()
         sess.run([tf1.global_variables_initializer(), tf1.local_variables_initializer()])
@@ -71,7 +68,7 @@ def test_one_replica_steps_like_the_single_device_graph_bit_for_bit(start):
     assert replicas.Replicas().strategy is None
     graph = tf.Graph()
     with graph.as_default(), tf.distribute.MirroredStrategy(['/CPU:0']).scope():
-        mirrored = network.Model()
+        mirrored = graphs.Training()
         sess = tf1.Session(graph=graph)
         tf1.train.Saver().restore(sess, path)
     for phase in (1, 2, 3):

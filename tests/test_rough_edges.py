@@ -14,11 +14,10 @@ import numpy as np
 import pytest
 from packaging.requirements import Requirement
 
-import backup
-import cli
+from glcic import backup, blending
+from glcic import cli
 import config
-import evaluate
-import synthetic
+from glcic import evaluate, synthetic
 from conftest import ROOT
 
 # The systems README.md names, as pip's environment markers see them.
@@ -126,7 +125,7 @@ def test_load_notices_follow_the_log_level(monkeypatch):
 
 def test_scripts_import_without_fcntl():
     """Windows has no fcntl: train.py and test.py must still import."""
-    code = "import sys; sys.modules['fcntl'] = None; import cli, backup, train, test"
+    code = "import sys; sys.modules['fcntl'] = None; from glcic import cli, backup; import train, test"
     result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr
@@ -174,7 +173,7 @@ PLACES = {'corner': (0, 0), 'edge': (0, 20), 'centre': (20, 20), 'far corner': (
 @pytest.mark.parametrize('place', PLACES)
 def test_a_perfect_completion_comes_back_wherever_the_hole_is(place):
     truth, mask = ramp(), box_mask(64, (*PLACES[place], 24, 24))
-    blended = evaluate.blend(evaluate.hide_holes(truth, mask), truth, mask)
+    blended = blending.blend(evaluate.hide_holes(truth, mask), truth, mask)
     assert evaluate.hole_l1(blended, truth, mask)[0] < 0.2
     assert np.abs(blended.astype(int) - truth).max() <= 1  # rounding
 
@@ -183,7 +182,7 @@ def test_a_perfect_completion_comes_back_wherever_the_hole_is(place):
 def test_a_colour_offset_is_removed_at_the_border_too(place):
     truth, mask = ramp(), box_mask(64, (*PLACES[place], 24, 24))
     completed = np.where(mask > 0, truth.astype(int) + 30, truth).astype(np.uint8)
-    blended = evaluate.blend(evaluate.hide_holes(truth, mask), completed, mask)
+    blended = blending.blend(evaluate.hide_holes(truth, mask), completed, mask)
     assert np.abs(blended.astype(int) - truth).max() <= 1
 
 
@@ -193,7 +192,7 @@ def test_a_colour_offset_is_removed_at_the_border_too(place):
                                    tuple((20 + i, 10 + 2 * i, 2, 4) for i in range(20))])  # stroke
 def test_l_shaped_holes_leave_no_seam_at_their_inner_corner(boxes):
     truth, mask = ramp(), box_mask(64, *boxes)
-    blended = evaluate.blend(evaluate.hide_holes(truth, mask), truth, mask)
+    blended = blending.blend(evaluate.hide_holes(truth, mask), truth, mask)
     assert seam(blended, truth, mask) <= 1
     assert evaluate.hole_l1(blended, truth, mask)[0] < 0.2
 
@@ -206,7 +205,7 @@ def test_the_box_solve_uses_true_eigenvectors(n):
             matrix = 2 * np.eye(n) - np.eye(n, k=1) - np.eye(n, k=-1)
             matrix[0, 0] -= open_start
             matrix[-1, -1] -= open_end
-            values, vectors = evaluate._second_difference(n, open_start, open_end)
+            values, vectors = blending._second_difference(n, open_start, open_end)
             assert np.allclose(matrix @ vectors, vectors * values)
             assert np.allclose(vectors.T @ vectors, np.eye(n))
 
@@ -218,7 +217,7 @@ def test_a_large_hole_is_solved_in_seconds():
     mask = box_mask(1000, (300, 400, 300, 300))
     completed = np.where(mask > 0, truth.astype(int) + 20, truth).astype(np.uint8)
     start = time.time()
-    blended = evaluate.blend(evaluate.hide_holes(truth, mask), completed, mask)
+    blended = blending.blend(evaluate.hide_holes(truth, mask), completed, mask)
     assert time.time() - start < 20  # about 1 s on 2 busy cores; plain CG took a minute
     assert np.abs(blended.astype(int) - truth).max() <= 1
 
@@ -231,6 +230,6 @@ def test_border_holes_blend_as_well_as_inner_ones_on_faces():
     for place, (y, x) in PLACES.items():
         mask = np.repeat(box_mask(64, (y, x, 24, 24)), len(truth), axis=0)
         masked = evaluate.hide_holes(truth, mask)
-        errors[place] = evaluate.hole_l1(evaluate.blend(masked, truth, mask), truth, mask).mean()
+        errors[place] = evaluate.hole_l1(blending.blend(masked, truth, mask), truth, mask).mean()
         assert errors[place] < evaluate.hole_l1(evaluate.telea(masked, mask), truth, mask).mean() / 3
     assert max(errors['corner'], errors['edge'], errors['far corner']) <= errors['centre'] + 0.5, errors

@@ -1,4 +1,4 @@
-"""test.py and evaluate.py: metrics against hand-computed values, blending that never sees
+"""test.py, evaluate.py and blending.py: metrics against hand-computed values, blending that never sees
 the ground truth, grids and tables from a tiny trained model, user photos at odd sizes,
 and every bad-input message."""
 import importlib.util
@@ -17,15 +17,8 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
-import backup  # noqa: E402
-import cli  # noqa: E402
-import errors  # noqa: E402
 import config  # noqa: E402
-import data  # noqa: E402
-import evaluate  # noqa: E402
-import inference  # noqa: E402
-import photos  # noqa: E402
-import synthetic  # noqa: E402
+from glcic import backup, blending, data, errors, evaluate, inference, photos, synthetic  # noqa: E402
 from conftest import run_script  # noqa: E402
 
 # Loaded from its path: `import test` could find Python's own test package instead.
@@ -43,7 +36,7 @@ def nets(trained_run):
     """Both checkpoints of `trained_run`, restored once with its settings (kept while in use)."""
     saved = config.as_dict()
     backup.apply_run_config([f'--BACKUP_DIR={trained_run}/backup'])
-    opened = inference.Networks(inference.find_checkpoints(), batch_stats=True)
+    opened = inference.Networks(backup.trained(), batch_stats=True)
     yield opened
     opened.close()
     config.set_values(saved)
@@ -167,8 +160,8 @@ def test_blending_never_reads_the_ground_truth():
     completed = np.where(hole[..., None], 128, truth).astype(np.uint8)
     other = truth.copy()
     other[hole] = np.random.RandomState(0).randint(0, 256, (hole.sum(), 3))
-    first = evaluate.blend(truth, completed, masks)
-    second = evaluate.blend(other, completed, masks)
+    first = blending.blend(truth, completed, masks)
+    second = blending.blend(other, completed, masks)
     assert (first == second).all()
     assert (first[~hole] == truth[~hole]).all()  # known pixels come back unchanged
     assert (first[hole] != completed[hole]).any()  # and the hole did get blended
@@ -179,7 +172,7 @@ def test_blending_removes_a_colour_offset():
     truth, masks = smooth_images(), holes()
     hole = masks[..., 0] > 0
     completed = np.where(hole[..., None], np.clip(truth.astype(int) + 40, 0, 255), truth).astype(np.uint8)
-    blended = evaluate.blend(evaluate.hide_holes(truth, masks), completed, masks)
+    blended = blending.blend(evaluate.hide_holes(truth, masks), completed, masks)
     before = evaluate.hole_l1(completed, truth, masks)
     after = evaluate.hole_l1(blended, truth, masks)
     assert (after < before / 3).all(), (before, after)

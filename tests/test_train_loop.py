@@ -11,13 +11,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import backup
 import config
-import errors
-import network
-import synthetic
 import to_npy
 import train
+from glcic import backup, errors, graphs, synthetic
 from conftest import tiny_args, tiny_graph
 
 tf1 = tf.compat.v1
@@ -88,6 +85,47 @@ def test_epoch_means_after_a_resume_cover_every_step_of_the_epoch(tiny_config, t
             assert partial['mse'] != pytest.approx(whole['mse'], rel=1e-3)  # the test can tell
 
 
+# --- the stop rule ---
+
+def test_the_stop_rule_waits_for_d_loss_to_settle_not_for_d_to_win(tiny_config):
+    config.set_values({'STOP_LOSS': 0.02, 'STOP_EPOCHS': 3})
+    falling = [0.9, 0.6, 0.4, 0.3, 0.25, 0.2]  # D wins more each epoch: the game has not settled
+    assert [train.stop_rule(falling[:k]) for k in range(1, 7)] == [None] * 6
+    assert train.stop_rule([0.36]) is None  # far below the old rule's 0.85, and only the first epoch
+    settled = falling + [0.21, 0.2, 0.19, 0.2, 0.2, 0.21]
+    fired = [k for k in range(1, len(settled) + 1) if train.stop_rule(settled[:k])]
+    assert fired[0] == 11  # means 0.197 (epochs 9-11) against 0.203 (epochs 6-8)
+    assert '0.197' in train.stop_rule(settled[:11]) and '0.203' in train.stop_rule(settled[:11])
+    config.set_values({'STOP_LOSS': 0.0})
+    assert train.stop_rule([0.5] * 20) is None  # 0: never settles, MAX_EPOCH ends phase 3
+
+
+def test_each_phase_3_epochs_d_loss_is_kept_with_the_weights(tiny_config, tmp_path):
+    model, sess = tiny_graph(seed=0)
+    rng = np.random.RandomState(0)
+    images = rng.randint(0, 256, (config.BATCH_SIZE, 32, 32, 3)).astype(np.uint8)
+    masks = np.zeros((config.BATCH_SIZE, 32, 32, 1), np.float32)
+    masks[:, 8:18, 8:18] = 1
+    feed = model.feed(images, masks, np.full((config.BATCH_SIZE, 2), 6, np.int32))
+    means = []
+    for _ in range(3):
+        for _ in range(2):
+            sess.run(model.train_ops[3], feed)
+        means.append(model.epoch_means(sess, 3)['d_loss'])
+        sess.run(model.record_d_loss)
+        sess.run(model.next_epoch)
+    assert model.d_loss_history(sess) == pytest.approx(means, rel=1e-12)
+    with sess.graph.as_default():
+        tf1.train.Saver().save(sess, str(tmp_path / 'ckpt'))
+    other, other_sess = tiny_graph(seed=1)
+    with other_sess.graph.as_default():
+        tf1.train.Saver().restore(other_sess, str(tmp_path / 'ckpt'))
+    assert other.d_loss_history(other_sess) == model.d_loss_history(sess)
+    for _ in range(graphs.D_LOSS_HISTORY):  # only the latest D_LOSS_HISTORY epochs are kept
+        sess.run(model.record_d_loss)
+    assert model.d_loss_history(sess) == [0.0] * graphs.D_LOSS_HISTORY  # epochs without steps
+
+
 # --- saves ---
 
 def recorded(monkeypatch, owner, name):
@@ -122,7 +160,7 @@ def train_in_process(folder, capsys, *args):
 
 def test_a_run_stopped_by_max_epoch_keeps_the_save_of_its_last_epoch(tiny_data, capsys, monkeypatch):
     saves = recorded(monkeypatch, backup, 'save')
-    recalibrations = recorded(monkeypatch, network.Model, 'recalibrate')
+    recalibrations = recorded(monkeypatch, graphs.Training, 'recalibrate')
     status, printed = train_in_process(tiny_data, capsys, '--PRETRAIN_EPOCH=2', '--MAX_EPOCH=1')
     latest = tiny_data / 'backup' / 'latest-2'
     assert status == 0

@@ -25,12 +25,8 @@ import pytest
 from conftest import ROOT, TINY, run_script, tiny_args
 
 import config
-import errors
-import evaluate
-import inference
-import photos
-import synthetic
 import to_npy
+from glcic import errors, evaluate, inference, photos, synthetic
 
 # Loaded from its path: `import test` could find Python's own test package instead.
 _spec = importlib.util.spec_from_file_location('glcic_test_script', os.path.join(ROOT, 'test.py'))
@@ -273,7 +269,8 @@ def test_an_existing_output_is_replaced_only_with_overwrite(model, tmp_path):
 WRITE_RESULT = r'''
 import sys
 sys.path.insert(0, sys.argv[1])
-import cli, numpy as np, photos
+import numpy as np
+from glcic import cli, photos
 rgb = np.random.RandomState(0).randint(0, 256, (160, 160, 3)).astype(np.uint8)  # ~77 KB as PNG
 cli.run(lambda argv: photos.write_image(sys.argv[2], rgb, overwrite=True))
 '''
@@ -640,7 +637,7 @@ def test_saves_a_kill_left_unlisted_are_removed_unless_asked_for(tmp_path, tiny_
     Saver never rotates; the next start removes it (not one named by --resume)."""
     import shutil
     import tensorflow as tf
-    import backup
+    from glcic import backup
     tf1 = tf.compat.v1
     config.set_values({'BACKUP_DIR': str(tmp_path)})
     with tf.Graph().as_default():

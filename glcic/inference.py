@@ -7,28 +7,13 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-import backup
 import config
-import data
-import evaluate
 import network
-from errors import UserError
+from glcic import backup, blending, data, evaluate, graphs, replicas
+from glcic.errors import UserError
 
 tf1 = tf.compat.v1
 MAX_PIXELS = 4_000_000  # larger photos need --resize: the activations would need many GB
-SIZE_STEP = 4  # the completion network halves the size twice, so H and W must divide by 4
-
-
-def find_checkpoints(which=None):
-    """{'pretrained': path, 'latest': path} of the checkpoints that exist (only `which` if given)."""
-    names = [which] if which else [backup.PRETRAINED, backup.LATEST]
-    found = {name: backup.find(name) for name in names}
-    found = {name: path for name, path in found.items() if path}
-    if not found:
-        what = f'no {which} checkpoint' if which else 'no trained model'
-        raise UserError(f'{what} in {config.BACKUP_DIR}/: train first with python train.py '
-                        f'(e.g. python to_npy.py --demo 200 && python train.py)')
-    return found
 
 
 class Networks:
@@ -36,15 +21,15 @@ class Networks:
 
     def __init__(self, checkpoints, batch_stats=False, bfloat16=False):
         """checkpoints: {name: path}; batch_stats: also build the batch-statistics completion;
-        bfloat16: complete in bfloat16 (network.Model)."""
+        bfloat16: complete in bfloat16 (graphs.Inference)."""
         self.graph = tf.Graph()
         self.sessions, self.info = {}, {}
         with self.graph.as_default():
-            self.model = network.Model(training=False, batch_stats=batch_stats, bfloat16=bfloat16)
+            self.model = graphs.Inference(batch_stats=batch_stats, bfloat16=bfloat16)
             saver = tf1.train.Saver(self.model.variables)
             try:
                 for name, path in checkpoints.items():
-                    self.sessions[name] = sess = network.make_session()
+                    self.sessions[name] = sess = replicas.make_session()
                     backup.restore(sess, saver, path)
                     phase, epoch, _, step = self.model.state(sess)
                     self.info[name] = {'path': path, 'phase': phase, 'epoch': epoch, 'step': step}
@@ -95,9 +80,9 @@ def check_size(height, width, resize=None, what='image'):
     Needs neither the photo's pixels nor a network, so callers check every photo first.
     """
     work_h, work_w = work_size(height, width, resize)
-    if min(work_h, work_w) < SIZE_STEP:
+    if min(work_h, work_w) < network.SIZE_STEP:
         scaled = f' (with --resize {resize}: {work_w}x{work_h})' if resize else ''
-        raise UserError(f'{what} is {width}x{height} px{scaled}; need at least {SIZE_STEP} px a side')
+        raise UserError(f'{what} is {width}x{height} px{scaled}; need at least {network.SIZE_STEP} px a side')
     if work_h * work_w > MAX_PIXELS:
         if resize:
             raise UserError(f'{what} is {width}x{height} px; with --resize {resize} it would be '
@@ -125,7 +110,8 @@ def complete_photo(nets, name, photo, hole, resize=None, blend=False):
     height, width = work_hole.shape
     # The generator is fully convolutional: pad to a multiple of 4, complete, crop back.
     # The mask is padded the same way, so the reflected hole is a hole, not black known pixels.
-    padded_h, padded_w = -(-height // SIZE_STEP) * SIZE_STEP, -(-width // SIZE_STEP) * SIZE_STEP
+    step = network.SIZE_STEP
+    padded_h, padded_w = -(-height // step) * step, -(-width // step) * step
     image = _pad(work, padded_h, padded_w)[None]
     mask = _pad(work_hole.astype(np.float32), padded_h, padded_w)[None, ..., None]
     completed = nets.complete(name, image, mask)[0, :height, :width]
@@ -133,6 +119,6 @@ def complete_photo(nets, name, photo, hole, resize=None, blend=False):
         completed = cv2.resize(completed, (hole.shape[1], hole.shape[0]), interpolation=cv2.INTER_CUBIC)
     completed = np.where(hole[..., None], completed, masked)
     if blend:
-        completed = evaluate.blend(masked[None], completed[None], hole[None, ..., None])[0]
+        completed = blending.blend(masked[None], completed[None], hole[None, ..., None])[0]
     return completed
 

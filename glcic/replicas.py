@@ -1,9 +1,10 @@
 """Where train.py's graph runs: one device, several GPUs of this machine, or several machines.
 
-One replica builds network.Model as it is. More build it in a tf.distribute strategy's scope:
+One replica builds graphs.Training as it is. More build it in a tf.distribute strategy's scope:
 MirroredStrategy for the GPUs of this machine (REPLICAS), MultiWorkerMirroredStrategy when
-TF_CONFIG names several workers. Every replica gets an equal share of each batch; the gradients
-are all-reduced and one update is applied (network.Model._build_training).
+TF_CONFIG names several workers. Every replica gets an equal share of each batch (share); the
+gradients are all-reduced and one update is applied (graphs.Training). Also here: the sessions
+every script opens, and the device line they print.
 """
 import contextlib
 import hashlib
@@ -17,8 +18,8 @@ import numpy as np
 import tensorflow as tf
 
 import config
-import network
-from errors import UserError
+import layer
+from glcic.errors import UserError
 
 tf1 = tf.compat.v1
 TF_CONFIG_EXAMPLE = ('(expected e.g. {"cluster": {"worker": ["host0:2222", "host1:2222"]}, '
@@ -104,6 +105,9 @@ class Replicas:
         if accum_steps > 1 and self.count > 1:
             raise UserError(f'ACCUM_STEPS={accum_steps} works with one replica only: set --ACCUM_STEPS=1 '
                             f'(the {self.count} replicas already share BATCH_SIZE={batch_size}) or --REPLICAS=1')
+        if config.PRECISION == 'float16' and self.count > 1:
+            raise UserError('PRECISION=float16 works with one replica only (its loss scale skips whole '
+                            'steps): set --PRECISION=bfloat16 or float32, or --REPLICAS=1')
 
     def describe(self):
         if self.workers > 1:
@@ -120,7 +124,7 @@ class Replicas:
     def session(self):
         """A session with the strategy's devices: this process's, or the cluster's through a
         server of its own (collective ops between workers)."""
-        settings = network.session_config()
+        settings = session_config()
         if self.cpu_devices > 1:
             settings.device_count['CPU'] = self.cpu_devices
         if self.workers == 1:
@@ -199,3 +203,53 @@ def digest(sess, variables):
     for value in sess.run(variables):
         sha.update(np.ascontiguousarray(value).tobytes())
     return sha.hexdigest()[:16]
+
+
+def share(batch):
+    """This replica's rows of a batch that is fed whole (all of them with one replica)."""
+    context = tf.distribute.get_replica_context()
+    count = context.num_replicas_in_sync
+    if count == 1:
+        return batch
+    rows, index = tf.shape(batch)[0], context.replica_id_in_sync_group
+    return batch[index * rows // count:(index + 1) * rows // count]
+
+
+def flat(pairs):
+    """The batch values of (moving average, batch value) `pairs` as one vector, so the replicas'
+    means take one all-reduce."""
+    return tf.concat([value for _, value in pairs], axis=0)
+
+
+def average_updates(averages, values, decay):
+    """layer.moving_average_updates for `averages` from `values`, flat's vector of their batch values."""
+    sizes = [average.shape[0] for average in averages]
+    return layer.moving_average_updates(zip(averages, tf.split(values, sizes)), decay)
+
+
+def session_config():
+    """GPU memory grows as needed instead of being taken whole at the start."""
+    settings = tf1.ConfigProto()
+    settings.gpu_options.allow_growth = True
+    return settings
+
+
+def make_session():
+    """A session on the GPU when TensorFlow sees one, else the CPU."""
+    return tf1.Session(config=session_config())
+
+
+def device_name():
+    """The device train.py and test.py run on, for their first line."""
+    gpus = tf.config.list_physical_devices('GPU')
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        return f"GPU {details.get('device_name', gpus[0].name)}"
+    onednn = 'on' if onednn_enabled() else 'off'
+    return f'CPU ({os.cpu_count()} cores, oneDNN {onednn}; no GPU visible to TensorFlow)'
+
+
+def onednn_enabled():
+    """Whether TensorFlow runs its CPU ops through oneDNN (TF_ENABLE_ONEDNN_OPTS, or its CPU default)."""
+    from tensorflow.python.util import _pywrap_util_port  # TensorFlow's own answer; no public API
+    return bool(_pywrap_util_port.IsMklEnabled())

@@ -1,5 +1,6 @@
 """Crash-safe writes: a file is replaced whole or not at all, never left half-written."""
 import contextlib
+import json
 import os
 import secrets
 
@@ -46,3 +47,8 @@ def write_bytes(path, content):
 def write_text(path, text):
     with replace(path, 'w') as f:
         f.write(text)
+
+
+def write_json(path, value):
+    with replace(path) as f:
+        json.dump(value, f, indent=2)

@@ -2,14 +2,12 @@
 
 Images are uint8 [N,S,S,3] RGB on disk; the networks see float32 in [-1, 1].
 """
-import json
 import os
 
 import numpy as np
 
-import atomic
 import config
-from errors import UserError
+from glcic.errors import UserError
 
 # Every random draw comes from RandomState([SEED, STREAMS[name], *index]): no two uses share
 # numbers, and a resumed run draws what the uninterrupted one would have.
@@ -122,9 +120,3 @@ def batch(images, index, rng=None):
         flip = rng.rand(len(out)) < 0.5
         out[flip] = out[flip, :, ::-1]
     return out
-
-
-def write_json(path, value):
-    """Write JSON atomically: a crash leaves the old file or the new one, never half of one."""
-    with atomic.replace(path) as f:
-        json.dump(value, f, indent=2)

@@ -18,10 +18,9 @@ import tempfile
 import filelock
 import tensorflow as tf
 
-import atomic
 import config
-import data
-from errors import UserError
+from glcic import atomic
+from glcic.errors import UserError, tf_reason
 
 tf1 = tf.compat.v1
 LATEST, PRETRAINED = 'latest', 'pretrained'
@@ -194,7 +193,7 @@ def write_owner(output_dir=None, backup_dir=None):
     """Record backup_dir (BACKUP_DIR) as the owner of output_dir's (OUTPUT_DIR's) files."""
     output_dir, backup_dir = output_dir or config.OUTPUT_DIR, backup_dir or config.BACKUP_DIR
     try:
-        data.write_json(os.path.join(output_dir, OWNER), {'BACKUP_DIR': os.path.realpath(backup_dir)})
+        atomic.write_json(os.path.join(output_dir, OWNER), {'BACKUP_DIR': os.path.realpath(backup_dir)})
     except OSError as error:
         raise UserError(f'cannot write in {output_dir}/ ({error.strerror}): fix its permissions or set '
                         f'--OUTPUT_DIR to a folder you can write')
@@ -239,7 +238,7 @@ def _as_type(value, default):
 
 
 def write_run_config():
-    data.write_json(_path('config.json'), config.as_dict())
+    atomic.write_json(_path('config.json'), config.as_dict())
 
 
 def check_compatible(saved, way_out):
@@ -278,14 +277,6 @@ def changed_settings(saved):
     """'KEY old -> new' for every setting (paths aside) that differs from the saved run's."""
     return [f'{key} {saved[key]!r} -> {getattr(config, key)!r}' for key in config.keys()
             if key in saved and not key.endswith('_DIR') and saved[key] != getattr(config, key)]
-
-
-def _reason(error):
-    """The line of a TensorFlow error that says what went wrong (not 'Graph execution error:')."""
-    noise = ('Graph execution error', 'Detected at node', 'File "', 'Node:', '[[', 'Original stack trace')
-    lines = [line.strip() for line in str(error).splitlines()]
-    useful = [line for line in lines if line and not line.startswith(noise)]
-    return (useful[0] if useful else type(error).__name__)[:200]
 
 
 def _step(path):
@@ -341,6 +332,19 @@ def find(name=LATEST, training=False):
     return path
 
 
+def trained(which=None):
+    """{'pretrained': path, 'latest': path} of the trained models that exist, or only `which`.
+    Raises UserError when there is none, or when the saves exist but which is newest is unknown."""
+    names = [which] if which else [PRETRAINED, LATEST]
+    found = {name: find(name) for name in names}
+    found = {name: path for name, path in found.items() if path}
+    if not found:
+        what = f'no {which} checkpoint' if which else 'no trained model'
+        raise UserError(f'{what} in {config.BACKUP_DIR}/: train first with python train.py '
+                        f'(e.g. python to_npy.py --demo 200 && python train.py)')
+    return found
+
+
 def adopt(saver):
     """Hand a new Saver the saves the earlier runs kept, so it goes on deleting the oldest
     (else every resume would leave KEEP_CHECKPOINTS + 1 more on the disk)."""
@@ -394,7 +398,7 @@ def restore(sess, saver, path, optional=(), training=False):
     except (tf.errors.OpError, ValueError) as error:
         damaged = _damaged_file(path, error)
         what = f'{damaged} is damaged' if damaged else f'checkpoint {path} does not match this graph'
-        raise UserError(f'{what} ({_reason(error)}); nothing was changed: {_way_out(path, training)}')
+        raise UserError(f'{what} ({tf_reason(error)}); nothing was changed: {_way_out(path, training)}')
 
 
 def _missing(path, optional):
@@ -452,5 +456,5 @@ def _save_failed(name, error):
     """The error for a save of `name` that failed; removes what it had half written."""
     for partial in glob.glob(glob.escape(_path(name)) + '*.tempstate*'):
         os.remove(partial)  # the half-written file would only hold on to the space a rerun needs
-    return UserError(f'could not save to {config.BACKUP_DIR}/ ({_reason(error)}); the previous '
+    return UserError(f'could not save to {config.BACKUP_DIR}/ ({tf_reason(error)}); the previous '
                      f'checkpoint is unchanged: free disk space or fix permissions, then rerun')

@@ -13,15 +13,16 @@ import tempfile
 import cv2
 import numpy as np
 
-import atomic
 import config
-from errors import UserError
+from glcic import atomic
+from glcic.errors import UserError
 
 EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.gif')  # a GIF gives its first frame
 MAX_PIXELS = 100_000_000  # larger images are refused from their header, never decoded into GBs
 MAX_UNKNOWN_BYTES = 50_000_000  # largest file decoded whose header gives no size (other formats)
 JPEG_MAX_SEGMENTS = 10_000  # segments searched for a JPEG's frame header before giving up
 UNREADABLE = 'not a readable image'  # why a file OpenCV cannot decode is skipped
+HOLE_ABOVE = 127  # mask pixels brighter than this are the hole (white on black)
 
 
 def find_images(src):
@@ -132,7 +133,9 @@ def image_size(f):
     """(width, height) from the header of an open PNG, JPEG, GIF, BMP or WebP file, without decoding.
 
     Returns None for other formats and for headers that give no size. The sides are as stored,
-    before any EXIF rotation (the pixel count is the same either way).
+    before any EXIF rotation (the pixel count is the same either way). Not Pillow's Image.open:
+    it finds no size in a JPEG that ends before its scan or in a WebP without a frame (the bombs
+    of tests/test_user_files.py), and it opens a WebP by building a decoder for the whole canvas.
     """
     f.seek(0)
     head = f.read(32)
@@ -242,7 +245,7 @@ def read_mask(path, shape, image_path):
     if gray.shape != shape[:2]:
         raise UserError(f'mask {path} is {gray.shape[1]}x{gray.shape[0]} but image {image_path} is '
                         f'{shape[1]}x{shape[0]}; draw the mask at the image\'s size')
-    return gray > 127
+    return gray > HOLE_ABOVE
 
 
 def box_mask(text, shape):
@@ -267,7 +270,7 @@ def rectangle(x, y, w, h, shape):
 
 def check_hole(hole, where):
     if not hole.any():
-        raise UserError(f'{where} has no hole: paint the area to fill white (> 127) on black')
+        raise UserError(f'{where} has no hole: paint the area to fill white (> {HOLE_ABOVE}) on black')
     if hole.all():
         raise UserError(f'{where} covers the whole image: leave some of the photo visible '
                         f'for the network to complete from')

@@ -1,12 +1,12 @@
 """Measure glcic's speed and memory on this machine and print one markdown table.
 
-    python bench.py                         # all sections, 128x128, batch 16 (~10 min on 2 quiet CPU cores)
-    python bench.py --out run.md            # also write the table with the machine's details
-    python bench.py --only train,tf1        # some sections (names below)
-    python bench.py --steps 9               # median of 9 timed steps instead of 5
-    python bench.py --trace traces/         # also write a Chrome trace of one step per phase
-    python bench.py --quick                 # tiny sizes, 2 steps: checks that every row works (~1 min)
-    python bench.py --BATCH_SIZE=8          # any key of config.py
+    python experiments/bench.py                         # all sections, 128x128, batch 16 (~10 min on 2 quiet CPU cores)
+    python experiments/bench.py --out run.md            # also write the table with the machine's details
+    python experiments/bench.py --only train,tf1        # some sections (names below)
+    python experiments/bench.py --steps 9               # median of 9 timed steps instead of 5
+    python experiments/bench.py --trace traces/         # also write a Chrome trace of one step per phase
+    python experiments/bench.py --quick                 # tiny sizes, 2 steps: checks that every row works (~1 min)
+    python experiments/bench.py --BATCH_SIZE=8          # any key of config.py
 
 Sections, numbered as the rows of the table:
  1 ceiling  GFLOP/s of a large matmul and of one 3x3 256->256 convolution, in this process
@@ -18,7 +18,7 @@ Sections, numbered as the rows of the table:
             numpy crops, D fed through placeholders) against ours, with and without the
             adversarial term of G
  5 (train)  share of the step spent outside session.run: batch, holes, tqdm, logging
- 6 infer    Model(training=False).complete on one image, a batch, and one image 4x the
+ 6 infer    graphs.Inference().complete on one image, a batch, and one image 4x the
             side, in float32 and bfloat16; the float32 floor (FLOPs / ceiling), the share
             of the convolutions, and one image through the whole training graph
  7 memory   peak RSS of a fresh process per phase; TensorFlow's peak allocator bytes in
@@ -29,14 +29,13 @@ Sections, numbered as the rows of the table:
 11 profile  where a step's time goes: op types of one traced step per phase
 12 replicas images/s of phases 1 and 3 with each batch split between 2 CPU devices
             (REPLICAS=2: MirroredStrategy, the all-reduce on the CPU) against one device
+13 precision images/s of phases 1-3 in each PRECISION (float32, float16, bfloat16), the
+            allocator peak of a phase-3 step in each, and the largest batch that fits 6 GiB
 
 Everything but 7, 9, 10 and 11 runs in this process, each section in its own
-tf.Graph built by network.Model (or, for the TF1 comparison, by network.generator
+tf.Graph built by graphs.Training or graphs.Inference (or, for the TF1 comparison, by network.generator
 and network.discriminator), so the figures are comparable.
 """
-import cli  # first: it quiets TensorFlow's C++ logs
-import errors
-
 import argparse
 import collections
 import contextlib
@@ -56,20 +55,22 @@ import types
 from dataclasses import dataclass
 from unittest import mock
 
-import numpy as np
-import tensorflow as tf
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # the repository's modules
 
-import config
-import data
-import layer
-import network
-import replicas
-import train
+from glcic import cli  # noqa: E402  first: it quiets TensorFlow's C++ logs
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import config  # noqa: E402
+import layer  # noqa: E402
+import network  # noqa: E402
+import train  # noqa: E402
+from glcic import data, errors, graphs, replicas  # noqa: E402
 
 tf1 = tf.compat.v1
-HERE = os.path.dirname(os.path.abspath(__file__))
 SECTIONS = ('ceiling', 'flops', 'train', 'tf1', 'infer', 'memory', 'scale', 'to_npy', 'startup',
-            'profile', 'replicas')
+            'profile', 'replicas', 'precision')
 QUICK = {'IMAGE_SIZE': 32, 'LOCAL_SIZE': 16, 'HOLE_MIN': 4, 'HOLE_MAX': 8, 'BATCH_SIZE': 2}
 GiB = 2 ** 30
 GPU_BYTES = 6 * GiB  # the GPU BATCH_SIZE=16 must fit (6 GB cards have 6 GiB)
@@ -143,12 +144,13 @@ def random_batch(rng, count, size):
     return images, masks, corners
 
 
-def build_model(**kwargs):
-    """network.Model(**kwargs) in a fresh graph with initialised variables: (model, session)."""
+def build_model(kind=graphs.Training, **kwargs):
+    """kind(**kwargs) (graphs.Training or graphs.Inference) in a fresh graph with initialised
+    variables: (model, session)."""
     with tf.Graph().as_default():
         tf1.set_random_seed(config.SEED)
-        model = network.Model(**kwargs)
-        sess = network.make_session()
+        model = kind(**kwargs)
+        sess = replicas.make_session()
         sess.run(tf1.global_variables_initializer())
     return model, sess
 
@@ -213,9 +215,10 @@ def peak_rss():
 
 
 def child_command(script, *args, **overrides):
-    """Run a script of this repo with this process's whole config (plus overrides) on its command line."""
+    """Run a script of this repo (a path from its root) with this process's whole config (plus overrides)
+    on its command line."""
     values = {**config.as_dict(), **overrides}
-    return [sys.executable, os.path.join(HERE, script), *args] + [f'--{k}={v!r}' for k, v in values.items()]
+    return [sys.executable, os.path.join(ROOT, script), *args] + [f'--{k}={v!r}' for k, v in values.items()]
 
 
 def run_child(command):
@@ -245,7 +248,7 @@ def ceiling(args, ctx):
         # Fetch one number: the whole product is computed without copying it out.
         matmul = tf.matmul(a, b)[0, 0]
         conv = tf.nn.conv2d(x, w, 1, 'SAME')[0, 0, 0, 0]
-        sess = network.make_session()
+        sess = replicas.make_session()
         sess.run(tf1.global_variables_initializer())
         mm = 2 * side ** 3 / median_seconds(lambda: sess.run(matmul), args.steps, args.warmup)
         cv = 2 * 9 * 256 * 256 * batch * grid * grid / median_seconds(lambda: sess.run(conv), args.steps,
@@ -344,7 +347,7 @@ def flops(args, ctx):
 def main_model(ctx):
     """The Model at the configured size, built once and shared by several sections."""
     if 'model' not in ctx:
-        progress('building network.Model')
+        progress('building graphs.Training')
         ctx['model'] = build_model()
     return ctx['model']
 
@@ -507,7 +510,7 @@ def two_run_seconds(args, ctx):
         d_step = tf1.train.AdamOptimizer(config.LEARNING_RATE, config.BETA1).minimize(
             d_loss, var_list=tf1.trainable_variables('discriminator'))
         step = tf.group(g_step, d_step, *layer.moving_average_updates(stats, config.BN_DECAY))
-        sess = network.make_session()
+        sess = replicas.make_session()
         sess.run(tf1.global_variables_initializer())
     images = training_images(ctx, max(args.steps, args.warmup) * batch)
     order = iter(range(10 ** 9))
@@ -545,16 +548,16 @@ def tf1_way(args, ctx):
 
 # ---------------------------------------------------------------- 6: infer
 def completion_speed(args, precision):
-    """Rows of Model(training=False).complete at three sizes; op times of one traced 1-image run."""
+    """Rows of graphs.Inference().complete at three sizes; op times of one traced 1-image run."""
     size, batch, rows = config.IMAGE_SIZE, config.BATCH_SIZE, []
-    model, sess = build_model(training=False, bfloat16=precision == 'bfloat16')
+    model, sess = build_model(graphs.Inference, bfloat16=precision == 'bfloat16')
     rng, tag = np.random.RandomState(config.SEED), '' if precision == 'float32' else 'bf16.'
     for key, count, side in (('one', 1, size), ('batch', batch, size), ('large', 1, 4 * size)):
         images, masks, _ = random_batch(rng, count, side)
         seconds = median_seconds(lambda: model.complete(sess, images, masks), args.steps, args.warmup)
         what = f'{count} image{"s" * (count > 1)} {side}x{side}, {precision}'
         rows += [Row(6, f'infer.{tag}{key}.ms', f'inference latency, {what}', 1000 * seconds, 'ms',
-                     'Model(training=False).complete, uint8 in and out'),
+                     'graphs.Inference().complete, uint8 in and out'),
                  Row(6, f'infer.{tag}{key}.ips', f'inference throughput, {what}', count / seconds, 'images/s')]
     images, masks, _ = random_batch(rng, 1, size)
     ops = time_by_op(traced_run(sess, model.output, model.feed(images, masks)))
@@ -582,7 +585,7 @@ def inference(args, ctx):
     images, masks, _ = random_batch(np.random.RandomState(config.SEED), 1, size)
     seconds = median_seconds(lambda: model.complete(sess, images, masks), args.steps, args.warmup)
     rows.append(Row(6, 'infer.full.ms', f'inference latency, 1 image {size}x{size}, whole training graph',
-                    1000 * seconds, 'ms', 'network.Model(): session.run already runs only what the fetch needs'))
+                    1000 * seconds, 'ms', 'graphs.Training(): session.run already runs only what the fetch needs'))
     return rows
 
 
@@ -629,7 +632,7 @@ def children(args, ctx):
         ctx['children'] = {'small_batch': small}
         for phases in groups:
             out = run_child(child_command(
-                'bench.py', '--child-phases', ','.join(map(str, phases)), '--warmup', str(args.warmup),
+                'experiments/bench.py', '--child-phases', ','.join(map(str, phases)), '--warmup', str(args.warmup),
                 '--small-batch', str(small), *(['--trace', args.trace] if args.trace else [])))
             ctx['children'].update({int(k): v for k, v in json.loads(out.strip().splitlines()[-1]).items()})
     return ctx['children']
@@ -729,7 +732,7 @@ def to_npy_speed(args, ctx):
     done = meta['train'] + meta['test']
     return [Row(9, 'to_npy.ips', label, done / seconds, 'images/s',
                 f'{done} images in {seconds:.1f} s with {os.cpu_count()} worker processes, '
-                f'process start included; {os.path.relpath(args.faces, HERE)}')]
+                f'process start included; {os.path.relpath(args.faces, ROOT)}')]
 
 
 def startup(args, ctx):
@@ -779,11 +782,11 @@ def replica_speed(args, ctx):
     """
     with settings(REPLICAS=2):
         parallel = replicas.Replicas()
-        progress('building network.Model on 2 CPU devices')
+        progress('building graphs.Training on 2 CPU devices')
         with tf.Graph().as_default():
             tf1.set_random_seed(config.SEED)
             with parallel.scope():
-                model = network.Model()
+                model = graphs.Training()
             sess = parallel.session()
             sess.run(tf1.global_variables_initializer())
         rows = []
@@ -798,9 +801,48 @@ def replica_speed(args, ctx):
     return rows
 
 
+# ---------------------------------------------------------------- 13: precision
+def precision_speed(args, ctx):
+    """Each PRECISION's training speed per phase against float32, and its phase-3 memory.
+
+    The allocator peak counts activations in the precision's own bytes, as a GPU holds them;
+    cuDNN's workspaces and the CPU's float16 conversions differ from a GPU's, so the batch
+    that fits is an estimate.
+    """
+    batch, small = config.BATCH_SIZE, max(1, config.BATCH_SIZE // 4)
+    rng = np.random.RandomState(config.SEED)
+    feeds = {n: random_batch(rng, n, config.IMAGE_SIZE) for n in (batch, small)}
+    rows, base = [], {}
+    for precision in graphs.DTYPES:
+        progress(f'timing PRECISION={precision}')
+        with settings(PRECISION=precision):
+            model, sess = build_model()
+            for phase in (1, 2, 3):
+                ips = batch / epoch_speed(args, ctx, model, sess, phase)[0]
+                base.setdefault(phase, ips)
+                rows.append(Row(13, f'precision.ips.{precision}.{phase}', f'phase {phase} step, {precision}', ips,
+                                'images/s', f'{ips / base[phase]:.2f} x float32'))
+            peaks = {}
+            for n, feed in feeds.items():
+                sess.run(model.train_ops[3], model.feed(*feed))
+                peaks[n] = allocator_peak(traced_run(sess, model.train_ops[3], model.feed(*feed)))
+            variables = variable_bytes(model.images.graph)
+            sess.close()
+        per_image = (peaks[batch] - peaks[small]) / max(1, batch - small)
+        fixed = peaks[batch] - per_image * batch
+        fits = int((GPU_BYTES - GPU_RESERVE - variables - fixed) // per_image) if per_image > 0 else None
+        rows += [Row(13, f'precision.alloc.{precision}', f'allocator peak of a phase-3 step, batch {batch}, '
+                     f'{precision}', peaks[batch] / GiB, 'GiB', f'{per_image / 2**20:.0f} MiB per image + '
+                     f'{fixed / 2**20:.0f} MiB fixed; variables ({variables / 2**20:.0f} MiB, float32) apart'),
+                 Row(13, f'precision.max_batch.{precision}', f'largest batch in {GPU_BYTES // GiB} GiB, {precision} '
+                     f'(estimate)', fits, 'images', f'6 GiB - {GPU_RESERVE / GiB:.1f} GiB reserve - variables - '
+                     f'fixed, / per image')]
+    return rows
+
+
 RUNNERS = {'ceiling': ceiling, 'flops': flops, 'train': training, 'tf1': tf1_way, 'infer': inference,
            'memory': memory, 'scale': scaling, 'to_npy': to_npy_speed, 'startup': startup,
-           'profile': profile, 'replicas': replica_speed}
+           'profile': profile, 'replicas': replica_speed, 'precision': precision_speed}
 
 
 # ---------------------------------------------------------------- report
@@ -843,7 +885,7 @@ def machine():
         vector = ', '.join(features) or 'none of ' + '/'.join(name for name, _ in VECTOR_FEATURES)
         cpu = (f'{fields.get("model name", cpu)} (family {fields.get("cpu family", "?")}, '
                f'model {fields.get("model", "?")}, {vector})')
-    return {'cpu': cpu, 'cores': os.cpu_count(), 'device': network.device_name(),
+    return {'cpu': cpu, 'cores': os.cpu_count(), 'device': replicas.device_name(),
             'tensorflow': tf.__version__, 'python': platform.python_version(),
             'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
             'load': os.getloadavg()[0]}
@@ -867,7 +909,7 @@ def report(rows, argv, info, seconds, others, quick):
     others: share of the cores other processes used during the run (None if unknown).
     """
     busy = info['load'] > 0.5 if others is None else others > 0.05  # the load lags behind
-    head = [f'Command: `{" ".join(["python bench.py", *argv])}`',
+    head = [f'Command: `{" ".join(["python experiments/bench.py", *argv])}`',
             f'Machine: {info["cpu"]}, {info["cores"]} cores; device {info["device"]}',
             f'TensorFlow {info["tensorflow"]}, Python {info["python"]}; {info["date"]}; '
             f'run took {seconds / 60:.1f} min',
@@ -889,7 +931,7 @@ def parse_args(argv):
     parser.add_argument('--warmup', type=int, default=None, help='untimed steps first (default 2)')
     parser.add_argument('--only', default=','.join(SECTIONS),
                         help=f'sections, comma-separated: {",".join(SECTIONS)}')
-    parser.add_argument('--faces', default=os.path.join(HERE, '..', 'shared', 'faces'),
+    parser.add_argument('--faces', default=os.path.join(ROOT, '..', 'shared', 'faces'),
                         help='photos for the to_npy.py section (default ../shared/faces)')
     parser.add_argument('--top', type=int, default=5, help='op types per phase in the profile section')
     parser.add_argument('--trace', default=None, help='write a Chrome trace of one step per phase here')

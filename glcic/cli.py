@@ -20,7 +20,7 @@ if (os.path.basename(sys.argv[0] if sys.argv else '') in ONEDNN_SCRIPTS
     os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')  # unless the user chose
 
 import config  # noqa: E402
-from errors import UserError  # noqa: E402
+from glcic.errors import UserError  # noqa: E402
 
 ABSL_NOTICE = 'WARNING: All log messages before absl::InitializeLog() is called'
 LOG_LINE = re.compile(r'([IWEF])\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] ')  # I0000 00:00:17.5  42 port.cc:153] ...

@@ -8,8 +8,8 @@ matplotlib.use('Agg')  # files only; works without a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-import atomic  # noqa: E402
-from errors import UserError  # noqa: E402
+from glcic import atomic  # noqa: E402
+from glcic.errors import UserError  # noqa: E402
 
 PHASE_NAMES = {1: 'phase 1: completion (mse)', 2: 'phase 2: discriminator', 3: 'phase 3: joint'}
 
