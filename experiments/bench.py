@@ -5,7 +5,7 @@
     python experiments/bench.py --only train,tf1        # some sections (names below)
     python experiments/bench.py --steps 9               # median of 9 timed steps instead of 5
     python experiments/bench.py --trace traces/         # also write a Chrome trace of one step per phase
-    python experiments/bench.py --quick                 # tiny sizes and widths, 2 steps: checks that every row works (~1 min)
+    python experiments/bench.py --quick                 # tiny sizes and widths, 2 steps: checks that every row works (~2 min)
     python experiments/bench.py --BATCH_SIZE=8          # any key of config.py
 
 Sections, numbered as the rows of the table:
@@ -815,15 +815,21 @@ def precision_speed(args, ctx):
     rng = np.random.RandomState(config.SEED)
     feeds = {n: random_batch(rng, n, config.IMAGE_SIZE) for n in (batch, small)}
     rows, base = [], {}
+    on_gpu = bool(tf.config.list_physical_devices('GPU'))
     for precision in graphs.DTYPES:
-        progress(f'timing PRECISION={precision}')
+        # float16 on a CPU is slow (this section's float16 part ran over 40 minutes at 128x128 with
+        # the default steps): one timed step per phase says what a CPU user needs to know.
+        emulated = precision == 'float16' and not on_gpu
+        timing = argparse.Namespace(**{**vars(args), 'steps': 1, 'warmup': 1}) if emulated else args
+        progress(f'timing PRECISION={precision}' + (' (1 step per phase: emulated on the CPU)' if emulated else ''))
         with settings(PRECISION=precision):
             model, sess = build_model()
             for phase in (1, 2, 3):
-                ips = batch / epoch_speed(args, ctx, model, sess, phase)[0]
+                ips = batch / epoch_speed(timing, ctx, model, sess, phase)[0]
                 base.setdefault(phase, ips)
                 rows.append(Row(13, f'precision.ips.{precision}.{phase}', f'phase {phase} step, {precision}', ips,
-                                'images/s', f'{ips / base[phase]:.2f} x float32'))
+                                'images/s', f'{ips / base[phase]:.2f} x float32'
+                                + ('; one step, float16 emulated on the CPU' if emulated else '')))
             peaks = {}
             for n, feed in feeds.items():
                 sess.run(model.train_ops[3], model.feed(*feed))
