@@ -46,7 +46,7 @@ GLOBAL_CONVS = [64, 128, 256, 512, 512]  # whole image [B,128,128,3] -> [B,4,4,5
 LOCAL_CONVS = [64, 128, 256, 512]        # local patch [B,64,64,3] -> [B,4,4,512]
 BRANCH_UNITS = 1024                      # each branch ends in FC 1024 (+ ReLU: D_FC_RELU); concat -> FC 1
 
-def _width(channels):
+def width(channels):
     """A layer's channels at config.WIDTH: the table's count divided, at least 1."""
     return max(1, channels // config.WIDTH)
 
@@ -80,7 +80,7 @@ def generator(x, training, stats=None):
         for i, (kind, channels, kernel, arg) in enumerate(GENERATOR, 1):
             name = f'{kind}{i}'
             last = i == len(GENERATOR)
-            channels = channels if last else _width(channels)  # the output stays RGB
+            channels = channels if last else width(channels)  # the output stays RGB
             if kind == 'conv':
                 x = layer.conv(x, channels, kernel, arg, name, bias=last)
             elif kind == 'dilated':
@@ -94,9 +94,9 @@ def generator(x, training, stats=None):
 def _branch(x, convs, name, stats):
     with tf1.variable_scope(name):
         for i, channels in enumerate(convs, 1):
-            x = layer.conv(x, _width(channels), 5, 2, f'conv{i}', bias=False)
+            x = layer.conv(x, width(channels), 5, 2, f'conv{i}', bias=False)
             x = _bn_relu(x, True, f'conv{i}_bn', stats)
-        x = layer.dense(layer.flatten(x), _width(BRANCH_UNITS), 'fc')
+        x = layer.dense(layer.flatten(x), width(BRANCH_UNITS), 'fc')
         # Without a nonlinearity, FC-1024 -> concat -> FC-1 is a single linear map.
         return tf.nn.relu(x) if config.D_FC_RELU else x
 

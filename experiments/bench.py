@@ -5,7 +5,7 @@
     python experiments/bench.py --only train,tf1        # some sections (names below)
     python experiments/bench.py --steps 9               # median of 9 timed steps instead of 5
     python experiments/bench.py --trace traces/         # also write a Chrome trace of one step per phase
-    python experiments/bench.py --quick                 # tiny sizes, 2 steps: checks that every row works (~1 min)
+    python experiments/bench.py --quick                 # tiny sizes and widths, 2 steps: checks that every row works (~2 min)
     python experiments/bench.py --BATCH_SIZE=8          # any key of config.py
 
 Sections, numbered as the rows of the table:
@@ -71,7 +71,7 @@ from glcic import data, errors, graphs, replicas  # noqa: E402
 tf1 = tf.compat.v1
 SECTIONS = ('ceiling', 'flops', 'train', 'tf1', 'infer', 'memory', 'scale', 'to_npy', 'startup',
             'profile', 'replicas', 'precision')
-QUICK = {'IMAGE_SIZE': 32, 'LOCAL_SIZE': 16, 'HOLE_MIN': 4, 'HOLE_MAX': 8, 'BATCH_SIZE': 2}
+QUICK = {'IMAGE_SIZE': 32, 'LOCAL_SIZE': 16, 'HOLE_MIN': 4, 'HOLE_MAX': 8, 'BATCH_SIZE': 2, 'WIDTH': 8}
 GiB = 2 ** 30
 GPU_BYTES = 6 * GiB  # the GPU BATCH_SIZE=16 must fit (6 GB cards have 6 GiB)
 GPU_RESERVE = GiB // 2  # CUDA context and cuDNN/cuBLAS handles: device memory outside TF's allocator
@@ -267,7 +267,8 @@ def table_flops():
     """Forward FLOPs per image of (G, D) from the layer tables: convolutions and dense layers,
     2 per multiply-add; a transposed convolution does kernel^2 x C_in x C_out per input pixel."""
     side, channels, g = config.IMAGE_SIZE, 4 if config.MASK_CHANNEL else 3, 0
-    for kind, out, kernel, arg in network.GENERATOR:
+    for i, (kind, out, kernel, arg) in enumerate(network.GENERATOR, 1):
+        out = out if i == len(network.GENERATOR) else network.width(out)
         if kind == 'deconv':
             g += 2 * kernel ** 2 * channels * out * side ** 2
             side *= arg
@@ -275,14 +276,15 @@ def table_flops():
             side = -(-side // arg) if kind == 'conv' else side  # stride for conv, dilation rate otherwise
             g += 2 * kernel ** 2 * channels * out * side ** 2
         channels = out
-    d = 2 * 2 * network.BRANCH_UNITS  # the final FC 2048 -> 1
+    units = network.width(network.BRANCH_UNITS)
+    d = 2 * 2 * units  # the final FC 2048 -> 1
     for convs, side in ((network.GLOBAL_CONVS, config.IMAGE_SIZE), (network.LOCAL_CONVS, config.LOCAL_SIZE)):
         channels = 3
-        for out in convs:
+        for out in map(network.width, convs):
             side = -(-side // 2)
             d += 2 * 25 * channels * out * side ** 2
             channels = out
-        d += 2 * side ** 2 * channels * network.BRANCH_UNITS
+        d += 2 * side ** 2 * channels * units
     return g, d
 
 
@@ -813,15 +815,21 @@ def precision_speed(args, ctx):
     rng = np.random.RandomState(config.SEED)
     feeds = {n: random_batch(rng, n, config.IMAGE_SIZE) for n in (batch, small)}
     rows, base = [], {}
+    on_gpu = bool(tf.config.list_physical_devices('GPU'))
     for precision in graphs.DTYPES:
-        progress(f'timing PRECISION={precision}')
+        # float16 on a CPU is slow (this section's float16 part ran over 40 minutes at 128x128 with
+        # the default steps): one timed step per phase says what a CPU user needs to know.
+        emulated = precision == 'float16' and not on_gpu
+        timing = argparse.Namespace(**{**vars(args), 'steps': 1, 'warmup': 1}) if emulated else args
+        progress(f'timing PRECISION={precision}' + (' (1 step per phase: emulated on the CPU)' if emulated else ''))
         with settings(PRECISION=precision):
             model, sess = build_model()
             for phase in (1, 2, 3):
-                ips = batch / epoch_speed(args, ctx, model, sess, phase)[0]
+                ips = batch / epoch_speed(timing, ctx, model, sess, phase)[0]
                 base.setdefault(phase, ips)
                 rows.append(Row(13, f'precision.ips.{precision}.{phase}', f'phase {phase} step, {precision}', ips,
-                                'images/s', f'{ips / base[phase]:.2f} x float32'))
+                                'images/s', f'{ips / base[phase]:.2f} x float32'
+                                + ('; one step, float16 emulated on the CPU' if emulated else '')))
             peaks = {}
             for n, feed in feeds.items():
                 sess.run(model.train_ops[3], model.feed(*feed))
@@ -919,14 +927,14 @@ def report(rows, argv, info, seconds, others, quick):
             + ('an unknown share' if others is None else f'{100 * others:.0f} %') + ' of the cores during the run'
             + (': BUSY MACHINE, timings are distorted (preliminary)' if busy else ': quiet machine')]
     if quick:
-        head.append('QUICK MODE: tiny sizes and 2 steps; the numbers only show that every row works')
+        head.append('QUICK MODE: tiny sizes and widths (WIDTH=8), 2 steps; the numbers only show that every row works')
     return '\n'.join(f'- {line}' for line in head) + '\n\n' + table(rows) + '\n'
 
 
 def parse_args(argv):
     """Apply config overrides (and --quick's tiny sizes); returns the other options."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--quick', action='store_true', help='tiny sizes and 2 steps (a smoke test)')
+    parser.add_argument('--quick', action='store_true', help="tiny sizes and widths, 2 steps (a smoke test)")
     parser.add_argument('--steps', type=int, default=None, help='timed steps per measurement (default 5)')
     parser.add_argument('--warmup', type=int, default=None, help='untimed steps first (default 2)')
     parser.add_argument('--only', default=','.join(SECTIONS),

@@ -5,6 +5,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 
 import filelock
 import pytest
@@ -62,15 +63,14 @@ TRAINED_IMAGES, TRAINED_RATIO, TRAINED_STEPS = 69, 0.83, 7
 TRAINED = dict(PRETRAIN_EPOCH=6, D_EPOCH=1, MAX_EPOCH=8, KEEP_CHECKPOINTS=1, LEARNING_RATE=3e-3)
 
 
-@pytest.fixture(scope='session')
-def trained_run(tmp_path_factory):
-    """A tiny model trained by train.py through all three phases, shared by every test that only
-    reads it: its folder, with npy/, backup/ (pretrained, latest-49, latest-56) and output/.
-    A test that writes into these folders copies them first. Under pytest-xdist the first
-    worker to need it trains it; the others wait for it and share it."""
-    base = tmp_path_factory.getbasetemp()
-    if os.environ.get('PYTEST_XDIST_WORKER'):
-        base = base.parent  # the session's folder, above each worker's own
+def _shared_folder(factory):
+    """The session's temporary folder: under pytest-xdist the one above each worker's own."""
+    base = factory.getbasetemp()
+    return base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
+
+
+def _train_shared_model(base):
+    """Train trained_run's model in base/trained_run, once per session (for every xdist worker)."""
     tmp, done = base / 'trained_run', base / 'trained_run.done'
     with filelock.FileLock(str(base / 'trained_run.lock')):
         if not done.exists():
@@ -80,6 +80,26 @@ def trained_run(tmp_path_factory):
             trained = run_script('train.py', *args)
             assert trained.returncode == 0, trained.stderr
             done.write_text(json.dumps(identities(tmp)))
+    return tmp, done
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Train trained_run's model in the background from the start, and run the tests that need it
+    last: waiting for it when the first of them came left a worker idle for most of a minute."""
+    items.sort(key=lambda item: 'trained_run' in item.fixturenames)  # stable: the same order on every worker
+    if (os.environ.get('PYTEST_XDIST_WORKER', 'gw0') == 'gw0' and not config.option.collectonly
+            and any('trained_run' in item.fixturenames for item in items)):
+        base = _shared_folder(config._tmp_path_factory)
+        threading.Thread(target=_train_shared_model, args=(base,), name='trained_run').start()
+
+
+@pytest.fixture(scope='session')
+def trained_run(tmp_path_factory):
+    """A tiny model trained by train.py through all three phases, shared by every test that only
+    reads it: its folder, with npy/, backup/ (pretrained, latest-49, latest-56) and output/.
+    A test that writes into these folders copies them first. Trained once per session, in the
+    background from the start (pytest_collection_modifyitems); a test that needs it waits."""
+    tmp, done = _train_shared_model(_shared_folder(tmp_path_factory))
     yield tmp
     # Tests hard-link these files; one written in place would change every copy and the tests
     # running beside it (a checkpoint file rewritten in place once failed another worker's test).

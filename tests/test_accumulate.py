@@ -31,9 +31,11 @@ def slot_m(sess, variables, optimizer):
     return sess.run([slots[f'{v.op.name}/{optimizer}'] for v in variables])
 
 
-def gradients(sess, loss, variables, feed):
+def gradients(sess, loss, variables, feeds):
+    """The gradient of loss on each feed (built once: each tf.gradients adds a backward graph)."""
     with sess.graph.as_default():
-        return sess.run(tf.gradients(loss, variables), feed)
+        grads = tf.gradients(loss, variables)
+    return [sess.run(grads, feed) for feed in feeds]
 
 
 @pytest.mark.parametrize('k', [2, 3])
@@ -41,7 +43,7 @@ def test_k_micro_batches_make_one_update_with_their_mean_gradient(tiny_config, k
     model, sess = build(ACCUM_STEPS=k)
     micro = feeds(model, k)
     loss = config.MSE_SCALE * model.mse
-    each = [gradients(sess, loss, model.g_vars, f) for f in micro]
+    each = gradients(sess, loss, model.g_vars, micro)
     mse = [sess.run(model.mse, f) for f in micro]
     losses = train.train_step(sess, model, 1, micro)
     expected = [(1 - config.BETA1) * np.mean(g, axis=0) for g in zip(*each)]
@@ -58,7 +60,7 @@ def test_k_micro_batches_make_one_update_with_their_mean_gradient(tiny_config, k
 def test_phase_3_with_d_first_updates_d_on_its_mean_gradient_then_g(tiny_config):
     model, sess = build(ACCUM_STEPS=2, D_FIRST=True)
     micro = feeds(model, 2, seed=1)
-    d_each = [gradients(sess, model.d_loss, model.d_vars, f) for f in micro]
+    d_each = gradients(sess, model.d_loss, model.d_vars, micro)
     g_before = sess.run(model.g_vars)
     losses = train.train_step(sess, model, 3, micro)
     expected = [(1 - config.BETA1) * np.mean(g, axis=0) for g in zip(*d_each)]

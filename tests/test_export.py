@@ -139,9 +139,8 @@ def test_never_replaces_anything_unasked(run, tmp_path):
 
 
 def test_no_checkpoint_is_one_line_with_the_command(tmp_path):
-    done = run_script('export.py', f'--BACKUP_DIR={tmp_path}/backup', f'--OUTPUT_DIR={tmp_path}/output')
-    assert done.returncode == 2
-    assert errors(done) == [
-        f'error: no trained model in {tmp_path}/backup/: train first with python train.py '
-        f'(e.g. python to_npy.py --demo 200 && python train.py)']
+    with pytest.raises(UserError) as error:
+        export_script.main([f'--BACKUP_DIR={tmp_path}/backup', f'--OUTPUT_DIR={tmp_path}/output'])
+    assert str(error.value) == (f'no trained model in {tmp_path}/backup/: train first with python train.py '
+                                f'(e.g. python to_npy.py --demo 200 && python train.py)')
     assert not os.path.exists(tmp_path / 'output')

@@ -252,6 +252,7 @@ def server(run, tmp_path_factory):
         running.release()
 
 
+@pytest.mark.slow
 def test_a_start_deletes_what_stopped_pages_left_and_keeps_running_ones(server):
     left = sorted(os.listdir(server['folder']))
     own = f'page-{server["process"].pid}'
@@ -272,6 +273,7 @@ def editor(*layers):
     return {'background': None, 'layers': [handle_file(p) for p in layers], 'composite': None}
 
 
+@pytest.mark.slow
 def test_identical_requests_at_once_all_succeed(server, tmp_path):
     from gradio_client import Client, handle_file
     rgb = cv2.resize(synthetic.face(64, 2), (90, 70))
@@ -308,6 +310,7 @@ def test_identical_requests_at_once_all_succeed(server, tmp_path):
     assert empty == []  # no temporary file left per upload
 
 
+@pytest.mark.slow
 def test_a_file_the_page_handed_out_is_never_rewritten(server, tmp_path):
     """What broke identical requests at once: Gradio rewrote the file named by the image's
     content for every request, while an earlier one was still downloading it."""
@@ -321,6 +324,7 @@ def test_a_file_the_page_handed_out_is_never_rewritten(server, tmp_path):
     assert second != first
 
 
+@pytest.mark.slow
 def test_a_huge_paint_layer_is_refused_from_its_header(server, tmp_path):
     from gradio_client import Client, handle_file
     talk = Client(server['url'], verbose=False, download_files=False)
@@ -339,6 +343,7 @@ def test_a_huge_paint_layer_is_refused_from_its_header(server, tmp_path):
     assert server['process'].poll() is None
 
 
+@pytest.mark.slow
 def test_hostile_requests_are_one_line_each_in_the_terminal(server, tmp_path):
     import httpx
     fake = {'path': '/etc/passwd', 'meta': {'_type': 'gradio.FileData'}}
@@ -362,6 +367,7 @@ def test_hostile_requests_are_one_line_each_in_the_terminal(server, tmp_path):
     assert server['process'].poll() is None
 
 
+@pytest.mark.slow
 def test_a_pngs_transparent_pixels_are_the_hole_on_the_page(server, tmp_path):
     from gradio_client import Client, handle_file
     rgb = cv2.resize(synthetic.face(64, 5), (52, 40))
@@ -400,6 +406,7 @@ def test_a_browser_fills_a_pngs_transparent_pixels_without_paint(server, tmp_pat
         driver.quit()
 
 
+@pytest.mark.slow
 def test_kill_stops_the_page_and_deletes_its_folder(server):
     """Last in this file: it stops the module's server."""
     own = server['folder'] / f'page-{server["process"].pid}'
