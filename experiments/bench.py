@@ -324,9 +324,11 @@ def flops(args, ctx):
     g_graph, _ = graph_flops(graph_def, g_out, {})
     d_graph, _ = graph_flops(graph_def, d_out, {})
     g_table, d_table = table_flops()
+    path = layer.dilation_path()
     rows = [Row(2, 'flops.g', 'generator forward, per image (graph)', g_graph / 1e9, 'GFLOP',
                 f'layer table: {g_table / 1e9:.3f} GFLOP; graph / table = {g_graph / g_table:.4f} '
-                f'(the graph also counts bias adds)'),
+                + ('(the graph also counts bias adds)' if path == 'native' else
+                   '(dilated layers by space-to-batch, whose padded blocks add work)')),
             Row(2, 'flops.d', 'discriminator forward, per image (graph)', d_graph / 1e9, 'GFLOP',
                 f'layer table: {d_table / 1e9:.3f} GFLOP; graph / table = {d_graph / d_table:.4f}')]
     model, _ = main_model(ctx)

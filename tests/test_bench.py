@@ -12,6 +12,7 @@ sys.path.insert(0, os.path.join(ROOT, 'experiments'))
 
 import bench  # noqa: E402
 import config  # noqa: E402
+import layer  # noqa: E402
 from glcic import replicas, synthetic  # noqa: E402
 
 PER_PHASE = ['flops.step.{}', 'train.ips.{}', 'train.epoch.{}', 'train.mfu.{}', 'train.busy.{}',
@@ -74,10 +75,15 @@ def test_quick_run_has_every_row_with_sane_numbers(restore_config, faces, tmp_pa
             assert row.value > 0, row
 
     g_table, d_table = bench.table_flops()
-    assert by_key['flops.g'].value * 1e9 == pytest.approx(g_table, rel=0.01)
+    native = layer.dilation_path() == 'native'
+    if native:
+        assert by_key['flops.g'].value * 1e9 == pytest.approx(g_table, rel=0.01)
+    else:  # space-to-batch convolves padded blocks (oneDNN off on a CPU), most of all at tiny sizes
+        assert g_table < by_key['flops.g'].value * 1e9 < 1.5 * g_table
     assert by_key['flops.d'].value * 1e9 == pytest.approx(d_table, rel=0.01)
-    # a training step is forward + backward: about 3x the generator's forward pass
-    assert 2.5 < by_key['flops.step.1'].value / by_key['flops.g'].value < 3.2
+    # a training step is forward + backward: about 3x the generator's forward pass (its padded
+    # blocks make space-to-batch's backward 8x at 32x32)
+    assert 2.5 < by_key['flops.step.1'].value / by_key['flops.g'].value < (3.2 if native else 10)
     assert by_key['flops.step.3'].value > by_key['flops.step.1'].value
     for phase in (1, 2, 3):
         assert by_key[f'outside.{phase}'].value < 100
