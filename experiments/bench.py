@@ -328,7 +328,7 @@ def flops(args, ctx):
     rows = [Row(2, 'flops.g', 'generator forward, per image (graph)', g_graph / 1e9, 'GFLOP',
                 f'layer table: {g_table / 1e9:.3f} GFLOP; graph / table = {g_graph / g_table:.4f} '
                 + ('(the graph also counts bias adds)' if path == 'native' else
-                   '(dilated layers by space-to-batch, whose padded blocks add work)')),
+                   '(dilated layers by space-to-batch, counted as the graph runs them)')),
             Row(2, 'flops.d', 'discriminator forward, per image (graph)', d_graph / 1e9, 'GFLOP',
                 f'layer table: {d_table / 1e9:.3f} GFLOP; graph / table = {d_graph / d_table:.4f}')]
     model, _ = main_model(ctx)
