@@ -821,9 +821,9 @@ def precision_speed(args, ctx):
     for precision in graphs.DTYPES:
         # float16 on a CPU is slow (this section's float16 part ran over 40 minutes at 128x128 with
         # the default steps): one timed step per phase says what a CPU user needs to know.
-        emulated = precision == 'float16' and not on_gpu
-        timing = argparse.Namespace(**{**vars(args), 'steps': 1, 'warmup': 1}) if emulated else args
-        progress(f'timing PRECISION={precision}' + (' (1 step per phase: emulated on the CPU)' if emulated else ''))
+        slow = precision == 'float16' and not on_gpu
+        timing = argparse.Namespace(**{**vars(args), 'steps': 1, 'warmup': 1}) if slow else args
+        progress(f'timing PRECISION={precision}' + (' (1 step per phase: slow on a CPU)' if slow else ''))
         with settings(PRECISION=precision):
             model, sess = build_model()
             for phase in (1, 2, 3):
@@ -831,7 +831,7 @@ def precision_speed(args, ctx):
                 base.setdefault(phase, ips)
                 rows.append(Row(13, f'precision.ips.{precision}.{phase}', f'phase {phase} step, {precision}', ips,
                                 'images/s', f'{ips / base[phase]:.2f} x float32'
-                                + ('; one step, float16 emulated on the CPU' if emulated else '')))
+                                + ('; one timed step (float16 is slow on a CPU)' if slow else '')))
             peaks = {}
             for n, feed in feeds.items():
                 sess.run(model.train_ops[3], model.feed(*feed))
