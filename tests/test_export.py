@@ -47,12 +47,6 @@ print(json.dumps({'signatures': list(loaded.signatures),
 '''
 
 
-def errors(result):
-    """The `error:` lines of a script's stderr (TensorFlow may print notices around them)."""
-    assert 'Traceback' not in result.stderr, result.stderr
-    return [line for line in result.stderr.splitlines() if line.startswith('error:')]
-
-
 def load_in_plain_tf2(export, inputs, tmp_path):
     """Run LOADER on `export` with the arrays of `inputs`: (outputs, what it printed)."""
     np.savez(tmp_path / 'inputs.npz', **inputs)
