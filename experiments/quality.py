@@ -20,7 +20,8 @@ run      trains one setting with train.py into RUNS/NAME/{backup,output}/ for --
 eval     restores every checkpoint of each run into the graph of its backup/config.json and
          measures the completion of NPY_DIR/x_test.npy with test.py's holes and evaluate.py's
          metrics, with moving-average and with batch statistics, next to mean-pixel fill and
-         OpenCV Telea; writes experiments/results/NAME.json. --newest measures only the newest
+         OpenCV Telea; writes experiments/results/NAME.json, and the run's loss.csv (train.py's
+         row per epoch: the losses, d_loss among them) as NAME.loss.csv. --newest measures only the newest
          checkpoint (the others keep their earlier numbers). --prune then deletes all but the
          newest checkpoint (about 0.46 GB each at 128x128); their numbers stay in the json.
          --on TAG=FOLDER measures on another prepared set's test split (a model trained on one
@@ -381,6 +382,10 @@ def evaluate_run(name, root, results_dir, limit, prune, other=None, newest=False
     os.makedirs(results_dir, exist_ok=True)
     atomic.write_json(out_path, result)
     print(f'wrote {out_path}')
+    loss_csv = os.path.join(folder, 'output', 'loss.csv')
+    if not other and os.path.exists(loss_csv):  # train.py's row per epoch (d_loss...), beside the numbers
+        with open(loss_csv, 'rb') as f:
+            atomic.write_bytes(os.path.join(results_dir, f'{name}.loss.csv'), f.read())
     if prune:
         older = checkpoints(backup_dir)[:-1]
         removed = [f for p in older for f in glob.glob(f'{p}.*')]
