@@ -1,7 +1,5 @@
 """experiments/quality.py: a budgeted run, its checkpoints measured on the held-out split, the report."""
-import csv
 import importlib.util
-import io
 import json
 import math
 import os
@@ -10,7 +8,7 @@ import pytest
 
 from glcic import cli  # noqa: F401  quiets TensorFlow logs as the scripts do
 import config
-from glcic import errors
+from glcic import errors, plots
 from conftest import ROOT, TINY, run_script
 
 QUALITY = 'experiments/quality.py'
@@ -60,9 +58,9 @@ def test_run_eval_report_cycle(npy_root, tmp_path, quality):
     for method in ('mean-pixel fill', 'OpenCV Telea'):
         assert all(math.isfinite(result['baselines'][method][k]) for k in METRICS[:4])
     # The run's loss.csv lands beside its numbers: one row per epoch, phase 3's with a d_loss.
-    losses = (npy_root / 'a' / 'output' / 'loss.csv').read_bytes()
-    assert (tmp_path / 'a.loss.csv').read_bytes() == losses
-    rows = list(csv.DictReader(io.StringIO(losses.decode())))
+    losses = npy_root / 'a' / 'output' / 'loss.csv'
+    assert (tmp_path / 'a.loss.csv').read_bytes() == losses.read_bytes()
+    rows = plots.read_rows(str(losses))
     assert [row['phase'] for row in rows] == ['1', '3'] and math.isfinite(float(rows[-1]['d_loss']))
 
     # The same checkpoints measured on another set: results in a@TAG.json.
