@@ -380,6 +380,9 @@ def main(argv):
     scaling = ' with dynamic loss scaling' if config.PRECISION == 'float16' else ''
     print(f'device: {replicas.device_name()}; dilated convolutions {layer.dilation_path()}; {parallel.describe()}; '
           f'{config.PRECISION}{scaling}')
+    if config.PRECISION == 'float16' and not tf.config.list_physical_devices('GPU'):
+        print('note: float16 has no fast CPU kernels (a step is 10x slower or more, BENCHMARKS.md): '
+              'on a CPU train with --PRECISION=bfloat16 (AVX512_BF16 or AMX) or float32')
     try:
         # Several workers: the initializer waits for all of them (worker 0 sends the initial
         # weights), so the others look for a checkpoint only after worker 0 has moved any aside.

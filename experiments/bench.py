@@ -31,6 +31,7 @@ Sections, numbered as the rows of the table:
             (REPLICAS=2: MirroredStrategy, the all-reduce on the CPU) against one device
 13 precision images/s of phases 1-3 in each PRECISION (float32, float16, bfloat16), the
             allocator peak of a phase-3 step in each, and the largest batch that fits 6 GiB
+            (float16 on a CPU: a quarter of the side, batch 2 and 1, one step: it is slow there)
 
 Everything but 7, 9, 10 and 11 runs in this process, each section in its own
 tf.Graph built by graphs.Training or graphs.Inference (or, for the TF1 comparison, by network.generator
@@ -78,6 +79,7 @@ GPU_RESERVE = GiB // 2  # CUDA context and cuDNN/cuBLAS handles: device memory o
 MATMUL_SIDE = 4096  # side of the square float32 matrices of the ceiling matmul
 TO_NPY_IMAGES = 5000  # images to_npy.py converts in section 9
 DEMO_IMAGES = 64  # synthetic faces for train.py in section 10
+SLOW_BATCH = 2  # section 13's float16 batch on a CPU
 TIMEOUT = 900  # seconds a child process may take before it is killed
 # The CPU's vector units that decide TensorFlow's speed (and whether it turns oneDNN on): name, /proc/cpuinfo flag.
 VECTOR_FEATURES = (('AVX2', 'avx2'), ('AVX-512', 'avx512f'), ('AVX512_BF16', 'avx512_bf16'), ('AMX', 'amx_tile'))
@@ -806,44 +808,68 @@ def replica_speed(args, ctx):
 
 
 # ---------------------------------------------------------------- 13: precision
+def one_precision(args, ctx, batch, small):
+    """Training at config.PRECISION: images/s per phase at `batch`, the allocator peak of a
+    phase-3 step at `batch` and `small`, and the variables' bytes."""
+    rng = np.random.RandomState(config.SEED)
+    with settings(BATCH_SIZE=batch):
+        model, sess = build_model()
+        ips = {phase: batch / epoch_speed(args, ctx, model, sess, phase)[0] for phase in (1, 2, 3)}
+        peaks = {}
+        for n in (batch, small):
+            feed = model.feed(*random_batch(rng, n, config.IMAGE_SIZE))
+            sess.run(model.train_ops[3], feed)
+            peaks[n] = allocator_peak(traced_run(sess, model.train_ops[3], feed))
+        variables = variable_bytes(model.images.graph)
+        sess.close()
+    return {'ips': ips, 'peaks': peaks, 'variables': variables}
+
+
 def precision_speed(args, ctx):
     """Each PRECISION's training speed per phase against float32, and its phase-3 memory.
 
     The allocator peak counts activations in the precision's own bytes, as a GPU holds them;
-    cuDNN's workspaces and the CPU's float16 conversions differ from a GPU's, so the batch
-    that fits is an estimate.
+    cuDNN's workspaces differ from the CPU kernels', so the batch that fits is an estimate.
     """
-    batch, small = config.BATCH_SIZE, max(1, config.BATCH_SIZE // 4)
-    rng = np.random.RandomState(config.SEED)
-    feeds = {n: random_batch(rng, n, config.IMAGE_SIZE) for n in (batch, small)}
     rows, base = [], {}
     on_gpu = bool(tf.config.list_physical_devices('GPU'))
     for precision in graphs.DTYPES:
-        # float16 on a CPU is slow (this section's float16 part ran over 40 minutes at 128x128 with
-        # the default steps): one timed step per phase says what a CPU user needs to know.
-        slow = precision == 'float16' and not on_gpu
-        timing = argparse.Namespace(**{**vars(args), 'steps': 1, 'warmup': 1}) if slow else args
-        progress(f'timing PRECISION={precision}' + (' (1 step per phase: slow on a CPU)' if slow else ''))
-        with settings(PRECISION=precision):
-            model, sess = build_model()
-            for phase in (1, 2, 3):
-                ips = batch / epoch_speed(timing, ctx, model, sess, phase)[0]
-                base.setdefault(phase, ips)
-                rows.append(Row(13, f'precision.ips.{precision}.{phase}', f'phase {phase} step, {precision}', ips,
-                                'images/s', f'{ips / base[phase]:.2f} x float32'
-                                + ('; one timed step (float16 is slow on a CPU)' if slow else '')))
-            peaks = {}
-            for n, feed in feeds.items():
-                sess.run(model.train_ops[3], model.feed(*feed))
-                peaks[n] = allocator_peak(traced_run(sess, model.train_ops[3], model.feed(*feed)))
-            variables = variable_bytes(model.images.graph)
-            sess.close()
+        if precision == 'float16' and not on_gpu:
+            # float16 has no fast CPU kernels: oneDNN's float16 convolution gradients took about 6 s
+            # for one 32x32 image, and at 128x128 over 27 minutes for one step per phase. This times
+            # one step per phase at a quarter of the side and SLOW_BATCH; batch 16's peak at the full
+            # side is its fixed part plus 16 times its per-image part (activations grow with the
+            # pixels and the batch).
+            side = max(32, config.IMAGE_SIZE // 4)
+            grow = (config.IMAGE_SIZE / side) ** 2
+            batch, small = SLOW_BATCH, SLOW_BATCH // 2
+            note = f'{side}x{side}, batch {batch}, one timed step (float16 is slow on a CPU)'
+            progress(f'timing PRECISION={precision} at {side}x{side}, batch {batch}')
+            scale = config.IMAGE_SIZE // side
+            with settings(PRECISION=precision, IMAGE_SIZE=side, LOCAL_SIZE=config.LOCAL_SIZE // scale,
+                          HOLE_MIN=config.HOLE_MIN // scale, HOLE_MAX=config.HOLE_MAX // scale):
+                result = one_precision(argparse.Namespace(**{**vars(args), 'steps': 1, 'warmup': 1}), ctx,
+                                       batch, small)
+        else:
+            batch, small, note, side, grow = config.BATCH_SIZE, max(1, config.BATCH_SIZE // 4), '', None, 1.0
+            progress(f'timing PRECISION={precision} at batch {batch}')
+            with settings(PRECISION=precision):
+                result = one_precision(args, ctx, batch, small)
+        for phase, ips in result['ips'].items():
+            base.setdefault(phase, ips)
+            rows.append(Row(13, f'precision.ips.{precision}.{phase}', f'phase {phase} step, {precision}', ips,
+                            'images/s', note or f'{ips / base[phase]:.2f} x float32'))
+        peaks, variables = result['peaks'], result['variables']
         per_image = (peaks[batch] - peaks[small]) / max(1, batch - small)
         fixed = peaks[batch] - per_image * batch
+        per_image *= grow
+        peak = fixed + per_image * config.BATCH_SIZE
         fits = int((GPU_BYTES - GPU_RESERVE - variables - fixed) // per_image) if per_image > 0 else None
-        rows += [Row(13, f'precision.alloc.{precision}', f'allocator peak of a phase-3 step, batch {batch}, '
-                     f'{precision}', peaks[batch] / GiB, 'GiB', f'{per_image / 2**20:.0f} MiB per image + '
-                     f'{fixed / 2**20:.0f} MiB fixed; variables ({variables / 2**20:.0f} MiB, float32) apart'),
+        how = '' if side is None else f'from {side}x{side} at batches {small} and {batch}, per image x {grow:g}: '
+        rows += [Row(13, f'precision.alloc.{precision}', f'allocator peak of a phase-3 step, batch '
+                     f'{config.BATCH_SIZE}, {precision}', peak / GiB, 'GiB', f'{how}{per_image / 2**20:.0f} MiB '
+                     f'per image + {fixed / 2**20:.0f} MiB fixed; variables ({variables / 2**20:.0f} MiB, '
+                     'float32) apart'),
                  Row(13, f'precision.max_batch.{precision}', f'largest batch in {GPU_BYTES // GiB} GiB, {precision} '
                      f'(estimate)', fits, 'images', f'6 GiB - {GPU_RESERVE / GiB:.1f} GiB reserve - variables - '
                      f'fixed, / per image')]
