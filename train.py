@@ -382,7 +382,7 @@ def main(argv):
           f'{config.PRECISION}{scaling}')
     if config.PRECISION == 'float16' and not tf.config.list_physical_devices('GPU'):
         print('note: float16 has no fast CPU kernels (a step is 10x slower or more, BENCHMARKS.md): '
-              'on a CPU train with --PRECISION=bfloat16 (AVX512_BF16 or AMX) or float32')
+              'on a CPU train with --PRECISION=float32')
     try:
         # Several workers: the initializer waits for all of them (worker 0 sends the initial
         # weights), so the others look for a checkpoint only after worker 0 has moved any aside.

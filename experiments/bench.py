@@ -31,7 +31,7 @@ Sections, numbered as the rows of the table:
             (REPLICAS=2: MirroredStrategy, the all-reduce on the CPU) against one device
 13 precision images/s of phases 1-3 in each PRECISION (float32, float16, bfloat16), the
             allocator peak of a phase-3 step in each, and the largest batch that fits 6 GiB
-            (float16 on a CPU: a quarter of the side, batch 2 and 1, one step: it is slow there)
+            (float16 on a CPU: timed at a quarter of the side, batch 2, one step: it is slow there)
 
 Everything but 7, 9, 10 and 11 runs in this process, each section in its own
 tf.Graph built by graphs.Training or graphs.Inference (or, for the TF1 comparison, by network.generator
@@ -810,13 +810,13 @@ def replica_speed(args, ctx):
 # ---------------------------------------------------------------- 13: precision
 def one_precision(args, ctx, batch, small):
     """Training at config.PRECISION: images/s per phase at `batch`, the allocator peak of a
-    phase-3 step at `batch` and `small`, and the variables' bytes."""
+    phase-3 step at `batch` and `small` (none if small is None), and the variables' bytes."""
     rng = np.random.RandomState(config.SEED)
     with settings(BATCH_SIZE=batch):
         model, sess = build_model()
         ips = {phase: batch / epoch_speed(args, ctx, model, sess, phase)[0] for phase in (1, 2, 3)}
         peaks = {}
-        for n in (batch, small):
+        for n in (batch, small) if small else ():
             feed = model.feed(*random_batch(rng, n, config.IMAGE_SIZE))
             sess.run(model.train_ops[3], feed)
             peaks[n] = allocator_peak(traced_run(sess, model.train_ops[3], feed))
@@ -837,39 +837,39 @@ def precision_speed(args, ctx):
         if precision == 'float16' and not on_gpu:
             # float16 has no fast CPU kernels: oneDNN's float16 convolution gradients took about 6 s
             # for one 32x32 image, and at 128x128 over 27 minutes for one step per phase. This times
-            # one step per phase at a quarter of the side and SLOW_BATCH; batch 16's peak at the full
-            # side is its fixed part plus 16 times its per-image part (activations grow with the
-            # pixels and the batch).
+            # one step per phase at a quarter of the side and SLOW_BATCH. Its memory is not
+            # measured: at that side the per-image part drowns in the fixed one.
             side = max(32, config.IMAGE_SIZE // 4)
-            grow = (config.IMAGE_SIZE / side) ** 2
-            batch, small = SLOW_BATCH, SLOW_BATCH // 2
-            note = f'{side}x{side}, batch {batch}, one timed step (float16 is slow on a CPU)'
-            progress(f'timing PRECISION={precision} at {side}x{side}, batch {batch}')
             scale = config.IMAGE_SIZE // side
+            progress(f'timing PRECISION={precision} at {side}x{side}, batch {SLOW_BATCH}')
             with settings(PRECISION=precision, IMAGE_SIZE=side, LOCAL_SIZE=config.LOCAL_SIZE // scale,
                           HOLE_MIN=config.HOLE_MIN // scale, HOLE_MAX=config.HOLE_MAX // scale):
                 result = one_precision(argparse.Namespace(**{**vars(args), 'steps': 1, 'warmup': 1}), ctx,
-                                       batch, small)
-        else:
-            batch, small, note, side, grow = config.BATCH_SIZE, max(1, config.BATCH_SIZE // 4), '', None, 1.0
-            progress(f'timing PRECISION={precision} at batch {batch}')
-            with settings(PRECISION=precision):
-                result = one_precision(args, ctx, batch, small)
+                                       SLOW_BATCH, None)
+            note = f'{side}x{side}, batch {SLOW_BATCH}, one timed step (float16 is slow on a CPU)'
+            rows += [Row(13, f'precision.ips.{precision}.{phase}', f'phase {phase} step, {precision}', ips,
+                         'images/s', note) for phase, ips in result['ips'].items()]
+            why = 'not measured on a CPU (too slow at full size); on a GPU it holds bfloat16\'s two-byte tensors'
+            rows += [Row(13, f'precision.alloc.{precision}', f'allocator peak of a phase-3 step, batch '
+                         f'{config.BATCH_SIZE}, {precision}', None, 'GiB', why),
+                     Row(13, f'precision.max_batch.{precision}', f'largest batch in {GPU_BYTES // GiB} GiB, '
+                         f'{precision} (estimate)', None, 'images', why)]
+            continue
+        batch, small = config.BATCH_SIZE, max(1, config.BATCH_SIZE // 4)
+        progress(f'timing PRECISION={precision} at batch {batch}')
+        with settings(PRECISION=precision):
+            result = one_precision(args, ctx, batch, small)
         for phase, ips in result['ips'].items():
             base.setdefault(phase, ips)
             rows.append(Row(13, f'precision.ips.{precision}.{phase}', f'phase {phase} step, {precision}', ips,
-                            'images/s', note or f'{ips / base[phase]:.2f} x float32'))
+                            'images/s', f'{ips / base[phase]:.2f} x float32'))
         peaks, variables = result['peaks'], result['variables']
         per_image = (peaks[batch] - peaks[small]) / max(1, batch - small)
         fixed = peaks[batch] - per_image * batch
-        per_image *= grow
-        peak = fixed + per_image * config.BATCH_SIZE
         fits = int((GPU_BYTES - GPU_RESERVE - variables - fixed) // per_image) if per_image > 0 else None
-        how = '' if side is None else f'from {side}x{side} at batches {small} and {batch}, per image x {grow:g}: '
-        rows += [Row(13, f'precision.alloc.{precision}', f'allocator peak of a phase-3 step, batch '
-                     f'{config.BATCH_SIZE}, {precision}', peak / GiB, 'GiB', f'{how}{per_image / 2**20:.0f} MiB '
-                     f'per image + {fixed / 2**20:.0f} MiB fixed; variables ({variables / 2**20:.0f} MiB, '
-                     'float32) apart'),
+        rows += [Row(13, f'precision.alloc.{precision}', f'allocator peak of a phase-3 step, batch {batch}, '
+                     f'{precision}', peaks[batch] / GiB, 'GiB', f'{per_image / 2**20:.0f} MiB per image + '
+                     f'{fixed / 2**20:.0f} MiB fixed; variables ({variables / 2**20:.0f} MiB, float32) apart'),
                  Row(13, f'precision.max_batch.{precision}', f'largest batch in {GPU_BYTES // GiB} GiB, {precision} '
                      f'(estimate)', fits, 'images', f'6 GiB - {GPU_RESERVE / GiB:.1f} GiB reserve - variables - '
                      f'fixed, / per image')]
