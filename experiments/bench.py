@@ -834,7 +834,8 @@ def precision_speed(args, ctx):
     rows, base = [], {}
     on_gpu = bool(tf.config.list_physical_devices('GPU'))
     for precision in graphs.DTYPES:
-        if precision == 'float16' and not on_gpu:
+        slow = precision == 'float16' and not on_gpu
+        if slow:
             # float16 has no fast CPU kernels: oneDNN's float16 convolution gradients took about 6 s
             # for one 32x32 image, and at 128x128 over 27 minutes for one step per phase. This times
             # one step per phase at a quarter of the side and SLOW_BATCH. Its memory is not
@@ -847,22 +848,23 @@ def precision_speed(args, ctx):
                 result = one_precision(argparse.Namespace(**{**vars(args), 'steps': 1, 'warmup': 1}), ctx,
                                        SLOW_BATCH, None)
             note = f'{side}x{side}, batch {SLOW_BATCH}, one timed step (float16 is slow on a CPU)'
-            rows += [Row(13, f'precision.ips.{precision}.{phase}', f'phase {phase} step, {precision}', ips,
-                         'images/s', note) for phase, ips in result['ips'].items()]
+        else:
+            batch, small = config.BATCH_SIZE, max(1, config.BATCH_SIZE // 4)
+            progress(f'timing PRECISION={precision} at batch {batch}')
+            with settings(PRECISION=precision):
+                result = one_precision(args, ctx, batch, small)
+            note = None
+        for phase, ips in result['ips'].items():
+            base.setdefault(phase, ips)  # float32 comes first
+            rows.append(Row(13, f'precision.ips.{precision}.{phase}', f'phase {phase} step, {precision}', ips,
+                            'images/s', note or f'{ips / base[phase]:.2f} x float32'))
+        if slow:
             why = 'not measured on a CPU (too slow at full size); on a GPU it holds bfloat16\'s two-byte tensors'
             rows += [Row(13, f'precision.alloc.{precision}', f'allocator peak of a phase-3 step, batch '
                          f'{config.BATCH_SIZE}, {precision}', None, 'GiB', why),
                      Row(13, f'precision.max_batch.{precision}', f'largest batch in {GPU_BYTES // GiB} GiB, '
                          f'{precision} (estimate)', None, 'images', why)]
             continue
-        batch, small = config.BATCH_SIZE, max(1, config.BATCH_SIZE // 4)
-        progress(f'timing PRECISION={precision} at batch {batch}')
-        with settings(PRECISION=precision):
-            result = one_precision(args, ctx, batch, small)
-        for phase, ips in result['ips'].items():
-            base.setdefault(phase, ips)
-            rows.append(Row(13, f'precision.ips.{precision}.{phase}', f'phase {phase} step, {precision}', ips,
-                            'images/s', f'{ips / base[phase]:.2f} x float32'))
         peaks, variables = result['peaks'], result['variables']
         per_image = (peaks[batch] - peaks[small]) / max(1, batch - small)
         fixed = peaks[batch] - per_image * batch
