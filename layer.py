@@ -5,11 +5,14 @@ Every helper takes an explicit `name` and creates its variables with
 paper's Table 1 and checkpoints name each layer.
 """
 import functools
+import os
 
 import numpy as np
 import tensorflow as tf
 
 tf1 = tf.compat.v1
+# dilation_path's answers; the GLCIC_DILATION environment variable forces one (tests, bench.py).
+DILATION_PATHS = ('native', 'custom-gradient', 'space-to-batch')
 
 
 def _weights(shape):
@@ -33,35 +36,73 @@ def conv(x, channels, kernel, stride, name, bias=True):
 
 
 def dilated_conv(x, channels, kernel, rate, name, bias=True, gradient=True):
-    """Dilated (atrous) convolution, stride 1, 'SAME' padding. Returns [B,H,W,channels].
+    """Dilated (atrous) convolution, stride 1, 'SAME' padding, odd kernel. Returns [B,H,W,channels].
 
-    Native (cuDNN on a GPU, oneDNN on a CPU) where TensorFlow can also differentiate it.
-    TensorFlow's own CPU kernels have no gradient for a dilated conv2d, so a graph that
-    trains there (`gradient`) computes it by space-to-batch instead: the same result, the
-    same variables, so a checkpoint from either path restores into the other.
+    A graph that trains (`gradient`) differentiates it by dilation_path(x's type): every path
+    gives the same result from the same variables, so a checkpoint moves freely between them.
     """
     with tf1.variable_scope(name):
         w = _weights([kernel, kernel, x.shape[-1], channels])
-        if gradient and dilation_path() == 'space-to-batch':
+        path = dilation_path(x.dtype.name) if gradient else 'native'
+        if path == 'space-to-batch':
             y = tf.nn.atrous_conv2d(x, w, rate, padding='SAME')
+        elif path == 'custom-gradient':
+            y = _dilated_conv2d(x, w, rate)
         else:
             y = tf.nn.conv2d(x, w, strides=1, padding='SAME', dilations=rate)
         return tf.nn.bias_add(y, _bias(channels)) if bias else y
 
 
+def _dilated_conv2d(x, w, rate):
+    """tf.nn.conv2d(x, w, dilations=rate, 'SAME') with its two gradients written out.
+
+    TensorFlow's own CPU kernels run a dilated convolution forward but have no gradient for it;
+    both gradients written as forward convolutions run on those kernels.
+    """
+    @tf.custom_gradient
+    def conv(x, w):
+        def grad(dy):  # dy [B,H,W,O]
+            # dL/dx: the same dilated convolution of dy, kernel turned 180 degrees, in and out swapped.
+            turned = tf.transpose(tf.reverse(w, [0, 1]), [0, 1, 3, 2])  # [k,k,O,C]
+            dx = tf.nn.conv2d(dy, turned, strides=1, padding='SAME', dilations=rate)
+            # dL/dw[i,j,c,o] = sum over b,h,w of padded x[b, h + i*rate, w + j*rate, c] * dy[b,h,w,o]:
+            # a convolution with stride `rate` of x (batch and channels swapped) by dy as the kernel.
+            # (Measured faster than k*k shifted copies and one matrix product.)
+            pad = (w.shape[0] - 1) // 2 * rate
+            padded = tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+            dw = tf.nn.conv2d(tf.transpose(padded, [3, 1, 2, 0]), tf.transpose(dy, [1, 2, 0, 3]),
+                              strides=rate, padding='VALID')  # [C,k,k,O]
+            return dx, tf.transpose(dw, [1, 2, 0, 3])
+        return tf.nn.conv2d(x, w, strides=1, padding='SAME', dilations=rate), grad
+    if w.shape[0] % 2 == 0:
+        raise ValueError('dilated_conv: the kernel side must be odd')
+    return conv(x, w)
+
+
 @functools.lru_cache(maxsize=None)
-def dilation_path():
-    """'native' if the running TensorFlow differentiates a dilated conv2d on its default
-    device, else 'space-to-batch' (tried once, on a 4x4 image, in a graph of its own)."""
-    with tf.Graph().as_default():
-        x = tf1.placeholder(tf.float32, [1, 4, 4, 1])
-        y = tf.nn.conv2d(x, tf.ones([3, 3, 1, 1]), strides=1, padding='SAME', dilations=2)
-        with tf1.Session() as sess:
-            try:
-                sess.run(tf.gradients(y, x), {x: np.ones([1, 4, 4, 1], np.float32)})
-            except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
-                return 'space-to-batch'
-    return 'native'
+def dilation_path(dtype='float32'):
+    """How a training graph in `dtype` differentiates dilated convolutions on the default device:
+    'native' where TensorFlow has the gradient kernels (cuDNN; oneDNN for the types it builds
+    here), else 'custom-gradient' (_dilated_conv2d), else 'space-to-batch'. Tried once per type,
+    on a small image, in a graph of its own."""
+    forced = os.environ.get('GLCIC_DILATION')
+    if forced:
+        if forced not in DILATION_PATHS:
+            raise ValueError(f'GLCIC_DILATION={forced}: choose one of {", ".join(DILATION_PATHS)}')
+        return forced
+    for path, conv in (('native', lambda x, w: tf.nn.conv2d(x, w, 1, 'SAME', dilations=2)),
+                       ('custom-gradient', lambda x, w: _dilated_conv2d(x, w, 2))):
+        with tf.Graph().as_default():
+            x = tf1.placeholder(tf.float32, [1, 6, 6, 2])
+            y = conv(tf.cast(x, dtype), tf.ones([3, 3, 2, 2], dtype))
+            with tf1.Session() as sess:
+                try:
+                    sess.run(tf.gradients(y, x), {x: np.ones([1, 6, 6, 2], np.float32)})
+                    return path
+                except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
+                        tf.errors.NotFoundError):
+                    pass
+    return 'space-to-batch'
 
 
 def deconv(x, channels, kernel, stride, name, bias=True):

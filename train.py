@@ -378,7 +378,7 @@ def main(argv):
                             if v.dtype.base_dtype.is_floating])
     sess = parallel.session()
     scaling = ' with dynamic loss scaling' if config.PRECISION == 'float16' else ''
-    print(f'device: {replicas.device_name()}; dilated convolutions {layer.dilation_path()}; {parallel.describe()}; '
+    print(f'device: {replicas.device_name()}; dilated convolutions {layer.dilation_path(config.PRECISION)}; {parallel.describe()}; '
           f'{config.PRECISION}{scaling}')
     if config.PRECISION == 'float16' and not tf.config.list_physical_devices('GPU'):
         print('note: float16 has no fast CPU kernels (a step is 10x slower or more, BENCHMARKS.md): '

@@ -82,7 +82,8 @@ DEMO_IMAGES = 64  # synthetic faces for train.py in section 10
 SLOW_BATCH = 2  # section 13's float16 batch on a CPU
 TIMEOUT = 900  # seconds a child process may take before it is killed
 # The CPU's vector units that decide TensorFlow's speed (and whether it turns oneDNN on): name, /proc/cpuinfo flag.
-VECTOR_FEATURES = (('AVX2', 'avx2'), ('AVX-512', 'avx512f'), ('AVX512_BF16', 'avx512_bf16'), ('AMX', 'amx_tile'))
+VECTOR_FEATURES = (('AVX2', 'avx2'), ('AVX-512', 'avx512f'), ('AVX512_BF16', 'avx512_bf16'),
+                   ('AVX512_FP16', 'avx512_fp16'), ('AMX', 'amx_tile'))
 
 
 @dataclass
@@ -326,11 +327,11 @@ def flops(args, ctx):
     g_graph, _ = graph_flops(graph_def, g_out, {})
     d_graph, _ = graph_flops(graph_def, d_out, {})
     g_table, d_table = table_flops()
-    path = layer.dilation_path()
+    path = layer.dilation_path(config.PRECISION)
     rows = [Row(2, 'flops.g', 'generator forward, per image (graph)', g_graph / 1e9, 'GFLOP',
                 f'layer table: {g_table / 1e9:.3f} GFLOP; graph / table = {g_graph / g_table:.4f} '
-                + ('(the graph also counts bias adds)' if path == 'native' else
-                   '(dilated layers by space-to-batch, counted as the graph runs them)')),
+                + ('(dilated layers by space-to-batch, counted as the graph runs them)'
+                   if path == 'space-to-batch' else '(the graph also counts bias adds)')),
             Row(2, 'flops.d', 'discriminator forward, per image (graph)', d_graph / 1e9, 'GFLOP',
                 f'layer table: {d_table / 1e9:.3f} GFLOP; graph / table = {d_graph / d_table:.4f}')]
     model, _ = main_model(ctx)
@@ -458,19 +459,19 @@ def training(args, ctx):
 
 
 def dilation_paths(args, ctx):
-    """A phase-1 step with the dilated convolutions native and by space-to-batch (layer.dilated_conv)."""
-    rows, usable = [], layer.dilation_path()
-    for path in ('native', 'space-to-batch'):
+    """A phase-1 step on each way of differentiating the dilated convolutions (layer.dilated_conv)."""
+    rows, usable = [], layer.dilation_path(config.PRECISION)
+    for path in layer.DILATION_PATHS:
         note = 'the path train.py takes here' if path == usable else 'forced'
         if path == usable:
             seconds = speed(args, ctx, 1)[0]
-        elif path == 'native':
+        elif path == 'native' and layer.DILATION_PATHS.index(usable) > 0:
             rows.append(Row(3, 'train.path.native', 'phase-1 step, dilated convolutions native', None, 's',
-                            'no native gradient in this TensorFlow on this device (oneDNN off)'))
+                            f'no native {config.PRECISION} gradient in this TensorFlow on this device'))
             continue
         else:
             progress(f'timing phase 1 with dilated convolutions {path}')
-            with mock.patch.object(layer, 'dilation_path', lambda: path):
+            with mock.patch.object(layer, 'dilation_path', lambda dtype='float32': path):
                 model, sess = build_model()
             seconds = epoch_speed(args, ctx, model, sess, 1)[0]
             sess.close()
@@ -919,8 +920,7 @@ def machine():
             fields = dict(line.split(':', 1) for line in f.read().split('\n\n')[0].splitlines() if ':' in line)
         fields = {k.strip(): v.strip() for k, v in fields.items()}
         flags = fields.get('flags', '').split()
-        features = [name for name, flag in VECTOR_FEATURES if flag in flags]
-        vector = ', '.join(features) or 'none of ' + '/'.join(name for name, _ in VECTOR_FEATURES)
+        vector = ', '.join(name if flag in flags else f'no {name}' for name, flag in VECTOR_FEATURES)
         cpu = (f'{fields.get("model name", cpu)} (family {fields.get("cpu family", "?")}, '
                f'model {fields.get("model", "?")}, {vector})')
     return {'cpu': cpu, 'cores': os.cpu_count(), 'device': replicas.device_name(),

@@ -12,7 +12,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # hide TensorFlow's C++ info
 
 # Training differentiates dilated convolutions. On x86, TensorFlow turns oneDNN on by default only
 # on CPUs with AVX-512-class features; without it the CPU has no native gradient for them and
-# layer.dilated_conv falls back to space-to-batch, 4x slower on an AVX2 CPU than oneDNN's.
+# layer.dilated_conv falls back to its custom gradient, and the whole step to TensorFlow's slower
+# kernels (0.6x oneDNN's speed, BENCHMARKS.md).
 # Inference keeps TensorFlow's default: oneDNN made one photo slower there (BENCHMARKS.md).
 ONEDNN_SCRIPTS = ('train.py', 'bench.py')
 if (os.path.basename(sys.argv[0] if sys.argv else '') in ONEDNN_SCRIPTS

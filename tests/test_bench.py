@@ -24,7 +24,7 @@ SINGLE = ['ceiling.matmul', 'ceiling.conv', 'flops.g', 'flops.d',
           'infer.large.ms', 'infer.large.ips',
           'memory.variables', 'memory.gpu', 'memory.max_batch', 'to_npy.ips', 'startup.seconds',
           'replicas.ips.1', 'replicas.ips.3',
-          'train.path.native', 'train.path.space-to-batch', 'infer.one.ratio'] + [
+          'train.path.native', 'train.path.custom-gradient', 'train.path.space-to-batch', 'infer.one.ratio'] + [
           f'precision.{kind}.{p}' for kind in ('alloc', 'max_batch') for p in ('float32', 'float16', 'bfloat16')] + [
           f'precision.ips.{p}.{phase}' for p in ('float32', 'float16', 'bfloat16') for phase in (1, 2, 3)]
 
@@ -70,7 +70,7 @@ def test_quick_run_has_every_row_with_sane_numbers(restore_config, faces, tmp_pa
         if row.key == 'precision.alloc.float16' and not tf.config.list_physical_devices('GPU'):  # too slow on a CPU
             assert row.value is None
             continue
-        if row.key == 'train.path.native' and not replicas.onednn_enabled():  # no native gradient to time
+        if row.key == 'train.path.native' and layer.dilation_path(config.PRECISION) != 'native':  # none to time
             assert row.value is None
             continue
         assert row.value is not None and math.isfinite(row.value), row
@@ -79,7 +79,7 @@ def test_quick_run_has_every_row_with_sane_numbers(restore_config, faces, tmp_pa
             assert row.value > 0, row
 
     g_table, d_table = bench.table_flops()
-    native = layer.dilation_path() == 'native'
+    native = layer.dilation_path(config.PRECISION) != 'space-to-batch'  # custom-gradient runs the same convs
     if native:
         assert by_key['flops.g'].value * 1e9 == pytest.approx(g_table, rel=0.01)
     else:  # space-to-batch (oneDNN off on a CPU) pads an 8x8 map into blocks at rate 16: more work

@@ -3,6 +3,7 @@ no save is written twice, and `pretrained` is the save it equals, linked or copi
 import dataclasses
 import errno
 import filecmp
+import functools
 import os
 import signal
 import types
@@ -12,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 import config
+import layer
 import to_npy
 import train
 from glcic import backup, errors, graphs, synthetic
@@ -231,4 +233,19 @@ def test_train_py_trains_in_each_precision_and_says_when_float16_is_slow(tiny_da
                                        '--D_EPOCH=1', '--MAX_EPOCH=3')
     assert status == 0
     assert 'epoch 3 phase 3: ' in printed
+    assert f'dilated convolutions {layer.dilation_path(precision)}; ' in printed
     assert ('note: float16 has no fast CPU kernels' in printed) == (precision == 'float16' and on_cpu)
+
+
+@pytest.mark.parametrize('precision', ['float32', 'float16', 'bfloat16'])
+def test_train_py_trains_each_precision_on_the_custom_gradient_whatever_the_cpu(tiny_data, capsys,
+                                                                               monkeypatch, precision):
+    """The path a CPU without that precision's gradient kernels takes, forced on every machine."""
+    monkeypatch.setenv('GLCIC_DILATION', 'custom-gradient')
+    monkeypatch.setattr(layer, 'dilation_path', functools.lru_cache(layer.dilation_path.__wrapped__))
+    status, printed = train_in_process(tiny_data, capsys, f'--PRECISION={precision}', '--PRETRAIN_EPOCH=1',
+                                       '--D_EPOCH=1', '--MAX_EPOCH=2')
+    assert status == 0
+    assert 'dilated convolutions custom-gradient; ' in printed and 'epoch 2 phase 2: ' in printed
+    rows = (tiny_data / 'output' / 'loss.csv').read_text().splitlines()[1:]
+    assert len(rows) == 2 and all(np.isfinite(float(v)) for row in rows for v in row.split(',')[4:] if v)
