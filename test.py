@@ -23,6 +23,7 @@ saved by train.py, so the graph always matches the checkpoints; --KEY=value of
 config.py overrides the rest (e.g. --BATCH_SIZE=4, --BACKUP_DIR=runs/a/backup).
 """
 import argparse
+import collections
 import contextlib
 import json
 import math
@@ -35,7 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 import network
-from glcic import atomic, backup, blending, data, errors, evaluate, inference, photos, plots, replicas
+from glcic import atomic, backup, blending, data, errors, evaluate, inference, photos, plots, realism, replicas
 
 GRID_ROWS = 8  # test images per grid_NNN.png
 GRID_LIST = 'grids.json'  # the grids test.py wrote in OUTPUT_DIR/test: the only files it deletes
@@ -77,6 +78,9 @@ def write_report(out_dir, npy, count, nets, names, means, extra):
                         for label, info in models.items())
     what = (f'{count} images of {npy}, one hole each ({config.HOLE_MIN}-{config.HOLE_MAX} px sides, '
             f'fixed seed). {sources}.')
+    if 'realism' in next(iter(means.values())):
+        what += (f' realism: a set of real faces scores within about {realism.interval(count):.3f} of 0.5 '
+                 f'(95 %) at {count} images.')
     text = evaluate.report(what, means, extra)
     atomic.write_text(os.path.join(out_dir, 'metrics.md'), text)
     return text
@@ -119,7 +123,7 @@ def run_test_set(nets, npy, max_grids, batch_stats):
     identity = evaluate.FaceIdentity.load()
     if identity is None:
         print(f'note: no identity column: {evaluate.FaceIdentity.INSTALL} adds it')
-    sums = {}
+    sums, seen = {}, collections.defaultdict(list)  # seen: each method's realism features
     # Whole grids per chunk; the network still sees BATCH_SIZE images at a time.
     chunk = GRID_ROWS * math.ceil(config.BATCH_SIZE / GRID_ROWS)
     with tqdm(total=count, unit='img', desc='test set', dynamic_ncols=True) as bar:
@@ -128,10 +132,12 @@ def run_test_set(nets, npy, max_grids, batch_stats):
             masks = all_masks[start:start + chunk]
             outputs = complete_batch(nets, names, truth, masks, pixel, batch_stats)
             reference = identity.reference(truth) if identity else None
+            seen['ground truth'].append(realism.features(truth, masks))
             for method, output in outputs.items():
                 totals = sums.setdefault(method, {})
                 for key, values in evaluate.measure(output, truth, masks, identity, reference).items():
                     totals[key] = totals.get(key, 0.0) + float(values.sum())
+                seen[method].append(realism.features(output, masks))
             for offset in range(0, len(truth), GRID_ROWS):
                 grid = (start + offset) // GRID_ROWS
                 if grid >= max_grids:
@@ -145,6 +151,12 @@ def run_test_set(nets, npy, max_grids, batch_stats):
                 plots.save_grid(path, columns, titles, labels)
             bar.update(len(truth))
     means = {m: {k: v / count for k, v in values.items()} for m, values in sums.items()}
+    if count >= realism.MIN_IMAGES:
+        real = np.concatenate(seen['ground truth'])
+        for method in means:
+            means[method]['realism'] = realism.score(np.concatenate(seen[method]), real)
+    else:
+        print(f'note: no realism column: it needs at least {realism.MIN_IMAGES} test images')
     extra = {m: v for m, v in means.items() if m.endswith('(batch statistics)')}
     means = {m: v for m, v in means.items() if m not in extra}
     text = write_report(out_dir, npy, count, nets, names, means, extra)

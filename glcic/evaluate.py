@@ -24,9 +24,10 @@ METRICS = (('hole_l1', 'hole L1', 'lower'),
            ('psnr', 'PSNR (dB)', 'higher'),
            ('ssim', 'SSIM', 'higher'),
            ('sharpness', 'sharpness', 'near 1'),
-           ('identity', 'identity distance', 'lower'))  # only with dlib installed (FaceIdentity)
+           ('identity', 'identity distance', 'lower'),  # only with dlib installed (FaceIdentity)
+           ('realism', 'realism (C2ST)', 'lower'))  # of the whole set (realism.score), not a mean
 FORMATS = {'hole_l1': '{:.2f}', 'hole_psnr': '{:.2f}', 'psnr': '{:.2f}', 'ssim': '{:.4f}',
-           'sharpness': '{:.3f}', 'identity': '{:.4f}'}  # table cells
+           'sharpness': '{:.3f}', 'identity': '{:.4f}', 'realism': '{:.3f}'}  # table cells
 LEGEND = ('Means over the test images. hole L1: mean absolute difference over the hole pixels, '
           '0-255, lower is better. hole PSNR: PSNR over the hole pixels, dB, higher is better. '
           'PSNR, SSIM: whole image (SSIM with an 11x11 Gaussian window, sigma 1.5, per RGB channel), '
@@ -34,8 +35,12 @@ LEGEND = ('Means over the test images. hole L1: mean absolute difference over th
           'difference of neighbouring hole pixels) over the ground truth\'s; 1 = as detailed as the '
           'real face, below 1 = blurred, above 1 = noisier; best is nearest 1. identity distance: '
           'Euclidean distance between the dlib face-recognition embeddings of the completion and '
-          'of the ground truth (dlib calls < 0.6 the same person), lower is better. PSNR and L1 '
-          'reward a blurred fill; sharpness and identity do not. Best value per column in bold.')
+          'of the ground truth (dlib calls < 0.6 the same person), lower is better. realism: the '
+          'accuracy of a fixed critic (glcic/realism.py) telling the filled holes of the even images '
+          'from the real holes of the odd ones by the patch around them; 0.5 = it cannot tell them '
+          'apart (best), 1 = always can; it sees blur, noise, colour casts and seams (docs/results.md). '
+          'PSNR and L1 reward a blurred fill; sharpness, identity and realism do not. Best value per '
+          'column in bold.')
 
 
 def _holes(masks):
