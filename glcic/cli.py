@@ -20,8 +20,17 @@ if (os.path.basename(sys.argv[0] if sys.argv else '') in ONEDNN_SCRIPTS
         and platform.machine().lower() in ('x86_64', 'amd64')):
     os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')  # unless the user chose
 
-import config  # noqa: E402
+from glcic import settings  # noqa: E402
 from glcic.errors import UserError  # noqa: E402
+try:
+    import config  # noqa: E402
+except Exception as error:  # a mistake in config.py: one line before anything else loads
+    found = importlib.util.find_spec('config')
+    said = found and settings.import_error(error, found.origin)
+    if not said:
+        raise
+    print(f'error: {said}', file=sys.stderr)
+    sys.exit(2)
 
 ABSL_NOTICE = 'WARNING: All log messages before absl::InitializeLog() is called'
 LOG_LINE = re.compile(r'([IWEF])\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] ')  # I0000 00:00:17.5  42 port.cc:153] ...
