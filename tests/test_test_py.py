@@ -18,7 +18,7 @@ if ROOT not in sys.path:
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 import config  # noqa: E402
-from glcic import backup, blending, data, errors, evaluate, inference, photos, synthetic  # noqa: E402
+from glcic import backup, blending, data, errors, evaluate, inference, photos, realism, synthetic  # noqa: E402
 
 # Loaded from its path: `import test` could find Python's own test package instead.
 _spec = importlib.util.spec_from_file_location('glcic_test_script', os.path.join(ROOT, 'test.py'))
@@ -235,10 +235,26 @@ def test_without_dlib_one_line_says_so_and_the_identity_column_is_left_out(train
     out = tmp_path / 'out'
     assert script.main([f'--BACKUP_DIR={trained_run}/backup', f'--OUTPUT_DIR={out}', '--grids=0']) == 0
     notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith('note:')]
-    assert notes == [f'note: no identity column: {evaluate.FaceIdentity.INSTALL} adds it']
+    assert notes == [f'note: no identity column: {evaluate.FaceIdentity.INSTALL} adds it',
+                     f'note: no realism column: it needs at least {realism.MIN_IMAGES} test images']
     report = read_report(out)
     assert list(report['columns']) == ['hole_l1', 'hole_psnr', 'psnr', 'ssim', 'sharpness']
     assert all('identity' not in row for row in report['rows'])
+
+
+def test_a_test_set_large_enough_gets_the_realism_column_and_its_interval(trained_run, tmp_path, capsys,
+                                                                          without_dlib):
+    npy = tmp_path / 'npy'
+    shutil.copytree(trained_run / 'npy', npy)
+    size = np.load(npy / 'x_test.npy').shape[1]
+    np.save(npy / 'x_test.npy', np.stack([synthetic.face(size, 1000 + i) for i in range(24)]))
+    out = tmp_path / 'out'
+    assert script.main([f'--BACKUP_DIR={trained_run}/backup', f'--OUTPUT_DIR={out}', f'--NPY_DIR={npy}',
+                        '--grids=0']) == 0
+    report = read_report(out)
+    assert list(report['columns'])[-1] == 'realism' and report['columns']['realism']['best'] == 'lower'
+    assert all(0.0 <= row['realism'] <= 1.0 for row in report['rows'])
+    assert f'within about {realism.interval(24):.3f} of 0.5 (95 %) at 24 images' in capsys.readouterr().out
 
 
 def test_test_set_numbers_are_the_metrics_of_the_fixed_holes(trained_run, tmp_path, without_dlib):
