@@ -38,7 +38,7 @@ import numpy as np
 
 import config
 import network
-from glcic import backup, blending, evaluate, inference, photos
+from glcic import backup, blending, evaluate, inference, photos, shipped
 from glcic.errors import UserError
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -69,10 +69,11 @@ class Handler:
         self.nets, self.problem = nets, problem
 
     @classmethod
-    def load(cls):
-        """Restore BACKUP_DIR's checkpoints (config already applied), or keep why there are none."""
+    def load(cls, which=None):
+        """Restore BACKUP_DIR's checkpoints (config already applied), else the shipped model, or
+        keep why there are none. which: backup.trained's choice ('shipped' forces that one)."""
         try:
-            found = backup.trained()
+            found = backup.trained(which)
         except UserError as error:
             return cls(problem=f'{error}. Or the demo: bash demo.sh trains one on synthetic faces in '
                                f'about 10 minutes on a 2-core CPU. Then restart python app.py.')
@@ -90,6 +91,10 @@ class Handler:
     def _plan(self):
         """[(title, checkpoint name or None)] of the three columns; the last one is blended."""
         have = self.nets.sessions
+        if shipped.NAME in have:
+            return [(self.nets.label(shipped.NAME), shipped.NAME),
+                    (f'no model of your own in {config.BACKUP_DIR}/ (python train.py)', None),
+                    (f'{self.nets.label(shipped.NAME)} + Poisson blending', shipped.NAME)]
         plan = [(self.nets.label(n) if n in have else f'no {n} checkpoint in {config.BACKUP_DIR}/',
                  n if n in have else None) for n in (backup.PRETRAINED, backup.LATEST)]
         blended = backup.LATEST if backup.LATEST in have else backup.PRETRAINED
@@ -404,6 +409,8 @@ def parse_args(argv):
     parser.add_argument('--host', default='127.0.0.1',
                         help='address to listen on (default 127.0.0.1: this machine only)')
     parser.add_argument('--port', type=int, default=7860, help='port (default 7860)')
+    parser.add_argument('--model', choices=[shipped.NAME],
+                        help='complete with the shipped face model even when BACKUP_DIR has one of your own')
     args = parser.parse_args(argv)
     if not 0 < args.port < 65536:
         raise UserError(f'--port {args.port}: need 1-65535')
@@ -437,7 +444,7 @@ def serve(args, folder):
     # Gradio keeps uploads and results in this folder: the page writes nowhere else.
     os.environ['GRADIO_TEMP_DIR'] = folder
     os.environ['GRADIO_ANALYTICS_ENABLED'] = 'False'
-    handler = Handler.load()
+    handler = Handler.load(args.model)
     if handler.problem:
         print(f'note: {handler.problem}')
     else:

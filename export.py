@@ -26,7 +26,7 @@ import config
 import tensorflow as tf
 
 import network
-from glcic import backup, errors, graphs, photos, replicas
+from glcic import backup, errors, graphs, photos, replicas, shipped
 
 tf1 = tf.compat.v1
 SIGNATURE = 'serving_default'  # the name TensorFlow Serving and tf.saved_model.load callers look up
@@ -74,7 +74,10 @@ def frozen_network(checkpoint, bfloat16):
         model = graphs.Inference(bfloat16=bfloat16)
         saver = tf1.train.Saver(model.variables)
         with replicas.make_session() as sess:
-            backup.restore(sess, saver, checkpoint)
+            if checkpoint == shipped.path():
+                shipped.restore(sess, model.variables, checkpoint)
+            else:
+                backup.restore(sess, saver, checkpoint)
             state = model.state(sess)
             frozen = tf1.graph_util.convert_variables_to_constants(
                 sess, sess.graph.as_graph_def(), [model.output.op.name])
@@ -170,8 +173,9 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split('\n\n', 1)[1])
-    parser.add_argument('--model', choices=[backup.PRETRAINED, backup.LATEST],
-                        help='checkpoint to export (default: latest, else pretrained)')
+    parser.add_argument('--model', choices=[backup.PRETRAINED, backup.LATEST, shipped.NAME],
+                        help='checkpoint to export (default: latest, else pretrained, else the shipped '
+                             'face model in models/faces128/)')
     parser.add_argument('--out', help='folder to create (default OUTPUT_DIR/export/1)')
     parser.add_argument('--overwrite', action='store_true', help='replace an earlier export in --out')
     parser.add_argument('--bfloat16', action='store_true',
@@ -183,7 +187,7 @@ def main(argv):
     args = parse_args(backup.apply_run_config(argv))
     out = args.out or os.path.join(config.OUTPUT_DIR, 'export', '1')
     found = backup.trained(args.model)
-    checkpoint = found.get(backup.LATEST) or found[backup.PRETRAINED]  # the newest model
+    checkpoint = next(found[n] for n in (backup.LATEST, backup.PRETRAINED, shipped.NAME) if n in found)
     check_out(out, args.overwrite)
     frozen, input_names, output_name, (phase, epoch, _, step) = frozen_network(checkpoint, args.bfloat16)
     write(*serving_graph(frozen, input_names, output_name), out)

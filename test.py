@@ -36,7 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 import network
-from glcic import atomic, backup, blending, data, errors, evaluate, inference, photos, plots, realism, replicas
+from glcic import atomic, backup, blending, data, errors, evaluate, inference, photos, plots, realism, replicas, shipped
 
 GRID_ROWS = 8  # test images per grid_NNN.png
 GRID_LIST = 'grids.json'  # the grids test.py wrote in OUTPUT_DIR/test: the only files it deletes
@@ -192,8 +192,9 @@ def parse_args(argv):
     parser.add_argument('--bfloat16', action='store_true',
                         help='complete in bfloat16: faster on CPUs with bfloat16 instructions, fills within '
                              'a few levels of float32 (BENCHMARKS.md)')
-    parser.add_argument('--model', choices=[backup.PRETRAINED, backup.LATEST],
-                        help='checkpoint to use (default: latest for --image, both for the test set)')
+    parser.add_argument('--model', choices=[backup.PRETRAINED, backup.LATEST, shipped.NAME],
+                        help='checkpoint to use (default: latest for --image, both for the test set; '
+                             'shipped: the face model in models/faces128/, used anyway when BACKUP_DIR has none)')
     args = parser.parse_args(argv)
     if args.image:
         if args.mask and args.box:
@@ -220,7 +221,7 @@ def main(argv):
     if args.image:
         work = photos.load_jobs(args.image, args.mask, args.box, args.out, args.overwrite,
                                 lambda what, w, h: inference.check_size(h, w, args.resize, what))
-        name = backup.LATEST if backup.LATEST in found else backup.PRETRAINED
+        name = next(n for n in (backup.LATEST, backup.PRETRAINED, shipped.NAME) if n in found)
         if not args.model and name == backup.PRETRAINED:
             print(f'note: no latest checkpoint in {config.BACKUP_DIR}/; using {found[name]}')
         found = {name: found[name]}
@@ -230,7 +231,7 @@ def main(argv):
             raise errors.UserError(f'--npy {npy} not found')
         data.load_images(npy)
         photos.make_folder(os.path.join(config.OUTPUT_DIR, 'test'))
-        if not args.model and len(found) == 1:
+        if not args.model and len(found) == 1 and shipped.NAME not in found:
             (only, path), = found.items()
             missing = backup.LATEST if only == backup.PRETRAINED else backup.PRETRAINED
             print(f'note: {config.BACKUP_DIR}/ has no {missing} checkpoint; showing {path} only')

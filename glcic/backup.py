@@ -19,7 +19,7 @@ import filelock
 import tensorflow as tf
 
 import config
-from glcic import atomic
+from glcic import atomic, shipped
 from glcic.errors import UserError, tf_reason
 
 tf1 = tf.compat.v1
@@ -334,10 +334,19 @@ def find(name=LATEST, training=False):
 
 def trained(which=None):
     """{'pretrained': path, 'latest': path} of the trained models that exist, or only `which`.
-    Raises UserError when there is none, or when the saves exist but which is newest is unknown."""
+
+    With none of the user's own, the shipped face model (glcic/shipped.py), said in one line;
+    which='shipped' picks it outright. Raises UserError when there is no model at all, or when
+    the saves exist but which is newest is unknown."""
+    if which == shipped.NAME:
+        return shipped.use()
     names = [which] if which else [PRETRAINED, LATEST]
     found = {name: find(name) for name in names}
     found = {name: path for name, path in found.items() if path}
+    if not found and not which and shipped.path():
+        print(f'note: no trained model in {config.BACKUP_DIR}/: completing with the shipped one, '
+              f'{shipped.describe()} (python train.py trains your own)')
+        return shipped.use()
     if not found:
         what = f'no {which} checkpoint' if which else 'no trained model'
         raise UserError(f'{what} in {config.BACKUP_DIR}/: train first with python train.py '

@@ -1,7 +1,8 @@
-"""Trained completion networks: find the checkpoints, restore them, complete images of any size.
+"""Trained completion networks: restore them, complete images of any size.
 
 test.py and other front ends share this: the test set's batches and a photo at its own
-resolution go through the same graph, restored from BACKUP_DIR.
+resolution go through the same graph, restored from the checkpoints backup.trained() finds
+(or from the shipped model).
 """
 import cv2
 import numpy as np
@@ -9,7 +10,7 @@ import tensorflow as tf
 
 import config
 import network
-from glcic import backup, blending, data, evaluate, graphs, replicas
+from glcic import backup, blending, data, evaluate, graphs, replicas, shipped
 from glcic.errors import UserError
 
 tf1 = tf.compat.v1
@@ -30,7 +31,10 @@ class Networks:
             try:
                 for name, path in checkpoints.items():
                     self.sessions[name] = sess = replicas.make_session()
-                    backup.restore(sess, saver, path)
+                    if name == shipped.NAME:
+                        shipped.restore(sess, self.model.variables, path)
+                    else:
+                        backup.restore(sess, saver, path)
                     phase, epoch, _, step = self.model.state(sess)
                     self.info[name] = {'path': path, 'phase': phase, 'epoch': epoch, 'step': step}
             except BaseException:
@@ -39,6 +43,8 @@ class Networks:
 
     def label(self, name):
         """Column title: what this checkpoint's completion network has been trained with."""
+        if name == shipped.NAME:
+            return 'shipped model'
         if self.info[name]['phase'] >= 3:
             return 'completion + discriminator'
         return 'completion only' if name == backup.PRETRAINED else 'completion only (latest)'

@@ -142,3 +142,10 @@ def tiny_graph(seed=0, **values):
         sess = tf1.Session(graph=graph, config=settings)
         sess.run([tf1.global_variables_initializer(), tf1.local_variables_initializer()])
     return model, sess
+
+
+@pytest.fixture
+def no_shipped(monkeypatch, tmp_path):
+    """A copy of the repository without the shipped face model (models/faces128/)."""
+    from glcic import shipped
+    monkeypatch.setattr(shipped, 'FOLDER', str(tmp_path / 'no-shipped-model'))

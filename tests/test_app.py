@@ -196,7 +196,7 @@ def test_painted_layers_become_the_hole():
     assert app.painted_hole([]) is None and app.painted_hole(None) is None
 
 
-def test_without_a_model_the_page_says_how_to_get_one(tmp_path):
+def test_without_a_model_the_page_says_how_to_get_one(tmp_path, no_shipped):
     backup.apply_run_config([f'--BACKUP_DIR={tmp_path}/nothing'])
     empty = app.Handler.load()
     assert empty.nets is None

@@ -132,7 +132,7 @@ def test_never_replaces_anything_unasked(run, tmp_path):
     assert os.listdir(export.parent) == ['1']  # no temporary folder left behind
 
 
-def test_no_checkpoint_is_one_line_with_the_command(tmp_path):
+def test_no_checkpoint_is_one_line_with_the_command(tmp_path, no_shipped):
     with pytest.raises(UserError) as error:
         export_script.main([f'--BACKUP_DIR={tmp_path}/backup', f'--OUTPUT_DIR={tmp_path}/output'])
     assert str(error.value) == (f'no trained model in {tmp_path}/backup/: train first with python train.py '

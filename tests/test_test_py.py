@@ -381,7 +381,7 @@ def test_box_instead_of_a_mask(nets):
 
 # --- bad input: one line each ---
 
-def test_no_checkpoint_is_one_line_with_the_command(tmp_path):
+def test_no_checkpoint_is_one_line_with_the_command(tmp_path, no_shipped):
     with pytest.raises(errors.UserError, match='train first with python train.py'):
         script.main([f'--BACKUP_DIR={tmp_path}/nothing'])
 
