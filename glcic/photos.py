@@ -23,6 +23,8 @@ MAX_UNKNOWN_BYTES = 50_000_000  # largest file decoded whose header gives no siz
 JPEG_MAX_SEGMENTS = 10_000  # segments searched for a JPEG's frame header before giving up
 UNREADABLE = 'not a readable image'  # why a file OpenCV cannot decode is skipped
 HOLE_ABOVE = 127  # mask pixels brighter than this are the hole (white on black)
+EXACT_OUTPUTS = ('.png', '.webp', '.bmp', '.tif', '.tiff')  # results keep every pixel (OpenCV's WebP is lossless)
+JPEG_OUTPUTS = ('.jpg', '.jpeg')  # written with a note: JPEG changes the known pixels a little
 
 
 def find_images(src):
@@ -146,6 +148,17 @@ def image_size(f):
         if size:
             return size
     return None
+
+
+def bit_depth(path):
+    """Bits a channel of a PNG file (1 to 16, from its header); 8 for other files, which
+    OpenCV reads in 8 bits as they are."""
+    try:
+        with _open_regular(path) as f:
+            head = f.read(25)
+    except (OSError, Unusable):
+        return 8
+    return head[24] if _png_size(head) and len(head) == 25 else 8
 
 
 def _open_regular(path):
@@ -386,8 +399,12 @@ def check_outputs(found, overwrite=False):
                 inputs[_file_id(path)] = path
     writers = {}
     for image_path, _, out_path in found:
-        if not cv2.haveImageWriter(out_path):
-            raise UserError(f'cannot write {out_path}: use a .png or .jpg file name')
+        extension = os.path.splitext(out_path)[1].lower()
+        if extension not in EXACT_OUTPUTS + JPEG_OUTPUTS or not cv2.haveImageWriter(out_path):
+            why = ('a GIF holds 256 colours, so the photo\'s known pixels would change; '
+                   if extension == '.gif' else '')
+            raise UserError(f'cannot write {out_path}: {why}use a .png or .jpg file name '
+                            f'(or {", ".join(EXACT_OUTPUTS[1:])}: all but .jpg keep every pixel)')
         real = os.path.realpath(out_path)
         clash = inputs.get(real) or (_file_id(out_path) and inputs.get(_file_id(out_path)))
         if clash:
@@ -433,5 +450,12 @@ def load_jobs(image, mask, box, out, overwrite=False, check_size=None):
             raise UserError(f'--image {image_path} needs a hole: --mask FILE (white = hole), --box '
                             f'x,y,w,h, or a PNG whose transparent pixels are the hole')
         check_hole(hole, where)
+        depth = bit_depth(image_path)
+        if depth > 8:
+            print(f'note: {image_path} has {depth} bits a channel and {out_path} will have 8: '
+                  f'the network works in 8 bits, so every pixel is rounded to 256 levels')
+        if os.path.splitext(out_path)[1].lower() in JPEG_OUTPUTS:
+            print(f'note: {out_path} is a JPEG, which changes the known pixels slightly; '
+                  f'a .png keeps them exactly')
         work.append((photo, hole, out_path))
     return work

@@ -1,0 +1,139 @@
+"""The third round of hostile inputs (issue 39, items 3, 4, 9, 10 and 11): lossy results say what
+they lose or are refused, Ctrl-C while a script loads is one line, a full OUTPUT_DIR is one line
+and loses no save, loss.csv shows only saved epochs, and a run that met its stop rule can go on."""
+import errno
+import importlib.util
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import config
+import to_npy
+import train
+from glcic import atomic, errors, plots, synthetic
+from conftest import ROOT, run_script, tiny_args
+
+# Loaded from its path: `import test` could find Python's own test package instead.
+_spec = importlib.util.spec_from_file_location('glcic_test_script_round3', os.path.join(ROOT, 'test.py'))
+script = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(script)
+
+# TensorFlow's own start-up lines, printed before any log level applies.
+TF_NOISE = re.compile(r'^(WARNING: All log messages before absl::InitializeLog'
+                      r'|[IWEF]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\]'
+                      r'|To enable the following instructions)')
+
+
+def stderr_lines(result):
+    return [line for line in result.stderr.splitlines() if line.strip() and not TF_NOISE.match(line)]
+
+
+def train_in_process(folder, capsys, *args):
+    """train.main on the files under folder, in a graph of its own: (exit status, printed)."""
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with tf.Graph().as_default():
+            status = train.main([*tiny_args(folder), *args])
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    return status, capsys.readouterr().out
+
+
+@pytest.fixture
+def tiny_data(tmp_path):
+    """20 synthetic faces under tmp_path: 19 for training (2 steps an epoch), 1 for testing."""
+    to_npy.main(['--demo', '20', *tiny_args(tmp_path)])
+    return tmp_path
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory):
+    """A real (untrained) checkpoint: the folder with npy/, backup/ (latest-0) and output/."""
+    root = tmp_path_factory.mktemp('checkpoint')
+    to_npy.main(['--demo', '20', *tiny_args(root)])
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    saved = config.as_dict()
+    try:
+        with tf.Graph().as_default():
+            assert train.main(tiny_args(root, MAX_EPOCH=0, BN_RECALIBRATE_BATCHES=0)) == 0
+    finally:
+        config.set_values(saved)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert (root / 'backup' / 'latest-0.index').exists()
+    return root
+
+
+def face(height, width, seed=0):
+    return cv2.resize(synthetic.face(64, seed), (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def photo_and_mask(folder, depth=8):
+    """photo.png (40x48, 8 or 16 bits a channel) and m.png, a 10x12 hole; returns their paths."""
+    bgr = np.ascontiguousarray(face(40, 48)[..., ::-1])
+    if depth == 16:
+        bgr = bgr.astype(np.uint16) * 256 + np.arange(48, dtype=np.uint16)[:, None]  # low bits 8 bits lose
+    mask = np.zeros((40, 48), np.uint8)
+    mask[10:20, 14:26] = 255
+    assert cv2.imwrite(str(folder / 'photo.png'), bgr) and cv2.imwrite(str(folder / 'm.png'), mask)
+    return folder / 'photo.png', folder / 'm.png'
+
+
+# --- 9. lossy results: refused (GIF), or one line says what was lost (JPEG, 16-bit input) ---
+
+def test_a_gif_result_is_refused_in_one_line_before_loading(checkpoint, tmp_path):
+    image, mask = photo_and_mask(tmp_path)
+    result = run_script('test.py', f'--BACKUP_DIR={checkpoint}/backup', '--image', str(image),
+                        '--mask', str(mask), '--out', str(tmp_path / 'r.gif'))
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = stderr_lines(result)
+    assert len(lines) == 1 and 'Traceback' not in result.stderr, result.stderr
+    assert lines[0].startswith(f'error: cannot write {tmp_path / "r.gif"}: a GIF holds 256 colours'), lines[0]
+    assert 'use a .png or .jpg' in lines[0]
+    assert sorted(os.listdir(tmp_path)) == ['m.png', 'photo.png']
+    assert 'device:' not in result.stdout  # refused before the network was built
+
+
+@pytest.mark.parametrize('name', ['r.GIF', 'r.pgm', 'r.jp2'])
+def test_other_outputs_that_would_change_pixels_are_refused(checkpoint, tmp_path, name):
+    image, mask = photo_and_mask(tmp_path)
+    with pytest.raises(errors.UserError, match=r'use a \.png or \.jpg file name') as error:
+        script.main([f'--BACKUP_DIR={checkpoint}/backup', '--image', str(image), '--mask', str(mask),
+                     '--out', str(tmp_path / name)])
+    assert '\n' not in str(error.value)
+    assert sorted(os.listdir(tmp_path)) == ['m.png', 'photo.png']
+
+
+def test_a_png_result_keeps_every_known_pixel_and_a_jpeg_says_it_does_not(checkpoint, tmp_path, capsys):
+    image, mask = photo_and_mask(tmp_path)
+    hole = cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE) > 127
+    for name in ('r.png', 'r.webp', 'r.jpg'):
+        assert script.main([f'--BACKUP_DIR={checkpoint}/backup', '--image', str(image), '--mask', str(mask),
+                            '--out', str(tmp_path / name)]) == 0
+        notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith('note:')]
+        known_same = np.array_equal(cv2.imread(str(tmp_path / name))[~hole], cv2.imread(str(image))[~hole])
+        if name == 'r.jpg':
+            assert notes == [f'note: {tmp_path / name} is a JPEG, which changes the known pixels slightly; '
+                             f'a .png keeps them exactly']
+            assert not known_same
+        else:
+            assert notes == [] and known_same
+
+
+def test_a_16_bit_photo_says_its_result_has_8_bits(checkpoint, tmp_path, capsys):
+    image, mask = photo_and_mask(tmp_path, depth=16)
+    out = tmp_path / 'r.png'
+    assert script.main([f'--BACKUP_DIR={checkpoint}/backup', '--image', str(image), '--mask', str(mask),
+                        '--out', str(out)]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith('note:')]
+    assert notes == [f'note: {image} has 16 bits a channel and {out} will have 8: the network works in '
+                     f'8 bits, so every pixel is rounded to 256 levels']
+    assert cv2.imread(str(out), cv2.IMREAD_UNCHANGED).dtype == np.uint8
