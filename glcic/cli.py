@@ -20,6 +20,25 @@ if (os.path.basename(sys.argv[0] if sys.argv else '') in ONEDNN_SCRIPTS
         and platform.machine().lower() in ('x86_64', 'amd64')):
     os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')  # unless the user chose
 
+SCRIPT = os.path.basename(sys.argv[0] if sys.argv else '')
+SCRIPTS = ('train.py', 'test.py', 'to_npy.py', 'export.py', 'app.py', 'bench.py')
+
+
+def interrupted_while_loading(kind, value, traceback, previous=sys.excepthook):
+    """Ctrl-C before run() takes over (TensorFlow takes seconds to import): one line, not the
+    import's traceback. Python then exits as killed by SIGINT (130 in a shell)."""
+    if issubclass(kind, KeyboardInterrupt):
+        print(f'interrupted while {SCRIPT} was starting; nothing was changed', file=sys.stderr)
+    else:
+        previous(kind, value, traceback)
+
+
+sys.excepthook = interrupted_while_loading
+if SCRIPT in SCRIPTS:
+    # A shell without job control starts `cmd &` with SIGINT ignored, and Python then has no
+    # KeyboardInterrupt: Ctrl-C (or kill -INT) must stop every script, while it loads too.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 from glcic import settings  # noqa: E402
 from glcic.errors import UserError  # noqa: E402
 try:
@@ -90,9 +109,7 @@ sys.meta_path.insert(0, QuietLoad())
 
 def run(main):
     """Call main(argv) and turn user mistakes into one line on stderr and exit status 2."""
-    # A shell without job control starts `cmd &` with SIGINT ignored, and Python then has no
-    # KeyboardInterrupt: Ctrl-C (or kill -INT) must still stop every script cleanly.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as at import, for a script of another name
     try:
         status = main(sys.argv[1:])
     except (UserError, config.ConfigError) as error:

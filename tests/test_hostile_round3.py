@@ -137,3 +137,40 @@ def test_a_16_bit_photo_says_its_result_has_8_bits(checkpoint, tmp_path, capsys)
     assert notes == [f'note: {image} has 16 bits a channel and {out} will have 8: the network works in '
                      f'8 bits, so every pixel is rounded to 256 levels']
     assert cv2.imread(str(out), cv2.IMREAD_UNCHANGED).dtype == np.uint8
+
+
+# --- 3. Ctrl-C while a script loads: one line and a non-zero status, not the import's traceback ---
+
+CTRL_C_AT_NUMPY = r'''
+import os, runpy, signal, sys
+class CtrlC:
+    """Presses Ctrl-C as the script imports numpy, its first library after glcic.cli."""
+    def find_spec(self, name, path=None, target=None):
+        if name == 'numpy':
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+sys.meta_path.insert(0, CtrlC())
+sys.argv = sys.argv[1:]
+sys.path.insert(0, os.path.dirname(sys.argv[0]))
+runpy.run_path(sys.argv[0], run_name='__main__')
+'''
+
+
+@pytest.mark.parametrize('name', ['train.py', 'test.py', 'to_npy.py', 'export.py', 'app.py'])
+def test_ctrl_c_while_a_script_loads_is_one_line(tmp_path, name):
+    result = subprocess.run([sys.executable, '-c', CTRL_C_AT_NUMPY, os.path.join(ROOT, name), *tiny_args(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == -signal.SIGINT, (result.returncode, result.stderr)
+    assert result.stderr == f'interrupted while {name} was starting; nothing was changed\n'
+    assert result.stdout == '' and os.listdir(tmp_path) == []
+
+
+def test_ctrl_c_from_timeout_while_train_py_loads(tmp_path):
+    """As a user presses it: `timeout -s INT 1.5 python train.py` (a background job of a script
+    would ignore SIGINT). On a machine that loads TensorFlow in under 1.5 s, run()'s line."""
+    result = subprocess.run(['timeout', '--preserve-status', '-s', 'INT', '1.5', sys.executable, 'train.py',
+                             *tiny_args(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 128 + signal.SIGINT, (result.returncode, result.stderr)
+    assert 'Traceback' not in result.stderr
+    assert stderr_lines(result) in (['interrupted while train.py was starting; nothing was changed'],
+                                    ['interrupted']), result.stderr
