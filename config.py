@@ -13,6 +13,7 @@ HOLE_MIN = 24  # smallest hole side, px
 HOLE_MAX = 48  # largest hole side, px (<= LOCAL_SIZE)
 NUM_IMAGES = 5000  # images to_npy.py picks from the source folder
 TRAIN_RATIO = 0.95  # share of NUM_IMAGES for training; the rest is the test split
+VAL_IMAGES = 300  # of the training share, held out to score phase 3 each epoch (x_val.npy); 0 where that is over a tenth of it
 FLIP = True  # random horizontal flip of training batches (faces are symmetric)
 SEED = 0  # seed for image picking, shuffling, holes and initial weights
 
@@ -40,8 +41,8 @@ MSE_SCALE = 0.25  # 0.25: G's mse as on [0, 1] pixels (the paper's sigmoid outpu
 PRETRAIN_EPOCH = 100  # phase 1: epochs of completion network with mse only
 D_EPOCH = 11  # phase 2: epochs of discriminator only (paper: Td/Tc = 10k/90k of phase 1)
 MAX_EPOCH = 500  # hard cap on the total epochs over all phases
-STOP_LOSS = 0.02  # phase 3 ends when d_loss has settled: the mean of its last STOP_EPOCHS epochs within this many nats of the STOP_EPOCHS before (train.stop_rule; QUALITY.md)
-STOP_EPOCHS = 5  # epochs in each of the two windows of the stop rule (at most 32)
+STOP_LOSS = 0.005  # phase 3 ends when the mean realism (glcic/realism.py, lower is better) of the last STOP_EPOCHS epochs is not this much below every earlier window's, or hole PSNR fell 0.5 dB (glcic/stopping.py); 0: never, run to MAX_EPOCH
+STOP_EPOCHS = 10  # epochs in each window of the stop rule (at most 32); it decides from epoch 2 * STOP_EPOCHS of phase 3 on
 SAVE_MINUTES = 10.0  # also save backup/latest this often within an epoch, minutes
 KEEP_CHECKPOINTS = 3  # older backup/latest checkpoints kept besides the newest
 LOG_EVERY = 10  # steps between TensorBoard points and progress-bar updates

@@ -192,8 +192,9 @@ def parse_args(argv):
     parser.add_argument('--bfloat16', action='store_true',
                         help='complete in bfloat16: faster on CPUs with bfloat16 instructions, fills within '
                              'a few levels of float32 (BENCHMARKS.md)')
-    parser.add_argument('--model', choices=[backup.PRETRAINED, backup.LATEST, shipped.NAME],
+    parser.add_argument('--model', choices=[backup.PRETRAINED, backup.LATEST, backup.BEST, shipped.NAME],
                         help='checkpoint to use (default: latest for --image, both for the test set; '
+                             'best: phase 3\'s most realistic epoch; '
                              'shipped: the face model in models/faces128/, used anyway when BACKUP_DIR has none)')
     args = parser.parse_args(argv)
     if args.image:
@@ -221,7 +222,7 @@ def main(argv):
     if args.image:
         work = photos.load_jobs(args.image, args.mask, args.box, args.out, args.overwrite,
                                 lambda what, w, h: inference.check_size(h, w, args.resize, what))
-        name = next(n for n in (backup.LATEST, backup.PRETRAINED, shipped.NAME) if n in found)
+        name = next(n for n in (backup.LATEST, backup.PRETRAINED, backup.BEST, shipped.NAME) if n in found)
         if not args.model and name == backup.PRETRAINED:
             print(f'note: no latest checkpoint in {config.BACKUP_DIR}/; using {found[name]}')
         found = {name: found[name]}

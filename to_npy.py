@@ -2,13 +2,15 @@
 
 Input:  every .jpg/.jpeg/.png/.bmp/.webp/.gif under IMAGE_DIR (data/images/, recursive),
         or --src DIR; or --demo [N] for N synthetic faces (no photos needed).
-Output: NPY_DIR/x_train.npy  uint8 [round(N*TRAIN_RATIO), IMAGE_SIZE, IMAGE_SIZE, 3] RGB
+Output: NPY_DIR/x_train.npy  uint8 [round(N*TRAIN_RATIO) - V, IMAGE_SIZE, IMAGE_SIZE, 3] RGB
+        NPY_DIR/x_val.npy    uint8 [V, ...]: V = VAL_IMAGES of the training share, where that is
+                             at most a tenth of it (else 0): phase 3's stop rule scores them
         NPY_DIR/x_test.npy   uint8 [the rest, IMAGE_SIZE, IMAGE_SIZE, 3]
         NPY_DIR/meta.json    counts, size, mean pixel, skipped files and why
 
 NUM_IMAGES photos are picked at random (SEED), centre-cropped to a square and
 resized to IMAGE_SIZE. Unreadable files are skipped and listed in meta.json.
-The three files are written into a new folder that then replaces NPY_DIR whole (the
+The four files are written into a new folder that then replaces NPY_DIR whole (the
 old set is kept as NPY_DIR.previous/), and a second to_npy.py on the same NPY_DIR is refused.
 
     python to_npy.py                      # data/images/ -> data/npy/
@@ -36,7 +38,7 @@ from tqdm import tqdm
 
 from glcic import atomic, data, errors, photos
 
-FILES = ('x_train.npy', 'x_test.npy', 'meta.json')  # one data set; NPY_DIR holds nothing else
+FILES = ('x_train.npy', 'x_val.npy', 'x_test.npy', 'meta.json')  # one data set; NPY_DIR holds nothing else
 PREVIOUS = '.previous'  # NPY_DIR + this: the set the last run replaced
 PARTIAL = '.partial-'  # NPY_DIR + this + pid: a set being written
 RENAME_EXCHANGE = 2  # renameat2() flag (Linux): swap two paths in one step
@@ -131,7 +133,7 @@ def dataset_lock():
 
 def other_files(folder):
     """Names in folder that no to_npy.py wrote (its files, their temporary files, .gitkeep aside)."""
-    temporary = r'\.(x_train\.npy|x_test\.npy|meta\.json)\..+\.tmp'  # atomic.replace's names
+    temporary = r'\.(x_train\.npy|x_val\.npy|x_test\.npy|meta\.json)\..+\.tmp'  # atomic.replace's names
     return sorted(n for n in os.listdir(folder)
                   if n not in FILES + ('.gitkeep',) and not re.fullmatch(temporary, n))
 
@@ -200,6 +202,12 @@ def swap_in(folder):
     return previous
 
 
+def val_count(n_train):
+    """How many of the training share's images become x_val.npy: VAL_IMAGES, unless that is more
+    than a tenth of them (then none: training keeps every image)."""
+    return config.VAL_IMAGES if 10 * config.VAL_IMAGES <= n_train else 0
+
+
 def write_dataset(images, source, skipped):
     """Split images into train/test and write them with meta.json as a new NPY_DIR, replacing
     the old set whole (call with dataset_lock held).
@@ -207,15 +215,18 @@ def write_dataset(images, source, skipped):
     Returns: the meta dict, and the folder now holding the replaced set (None if there was none).
     """
     n_train = min(len(images) - 1, max(1, int(round(len(images) * config.TRAIN_RATIO))))
-    meta = {'source': source, 'image_size': config.IMAGE_SIZE, 'train': n_train,
-            'test': len(images) - n_train, 'seed': config.SEED,
+    n_val = val_count(n_train)
+    n_train -= n_val
+    meta = {'source': source, 'image_size': config.IMAGE_SIZE, 'train': n_train, 'val': n_val,
+            'test': len(images) - n_train - n_val, 'seed': config.SEED,
             'mean_pixel_rgb': [round(float(v), 2) for v in data.mean_rgb(images)],
             'skipped': len(skipped), 'skipped_files': skipped}
     folder = f'{target()}{PARTIAL}{os.getpid()}'
     try:
         os.mkdir(folder)
         save_npy(os.path.join(folder, 'x_train.npy'), images[:n_train])
-        save_npy(os.path.join(folder, 'x_test.npy'), images[n_train:])
+        save_npy(os.path.join(folder, 'x_val.npy'), images[n_train:n_train + n_val])
+        save_npy(os.path.join(folder, 'x_test.npy'), images[n_train + n_val:])
         atomic.write_json(os.path.join(folder, 'meta.json'), meta)
         previous = swap_in(folder)
     except OSError as error:
@@ -266,7 +277,7 @@ def main(argv):
                 raise errors.UserError(f'only one usable image in {src}/{unreadable}; need at least 2 (one for '
                                        f'each split): add photos, or run python to_npy.py --demo for synthetic faces')
         meta, previous = write_dataset(images, source, skipped)
-    print(f'wrote {meta["train"]} train + {meta["test"]} test images of {config.IMAGE_SIZE}x'
+    print(f'wrote {meta["train"]} train + {meta["val"]} validation + {meta["test"]} test images of {config.IMAGE_SIZE}x'
           f'{config.IMAGE_SIZE} to {config.NPY_DIR}/ in {time.time() - start:.1f} s'
           + (f'; skipped {len(skipped)} unreadable files (listed in meta.json)' if skipped else '')
           + (f'; the set it replaced is in {previous}/' if previous else ''))

@@ -24,6 +24,7 @@ from glcic.errors import UserError, tf_reason
 
 tf1 = tf.compat.v1
 LATEST, PRETRAINED = 'latest', 'pretrained'
+BEST = 'best'  # phase 3's most realistic epoch on the validation faces (train.py's stop rule)
 OWNER = 'run.json'  # in OUTPUT_DIR: the BACKUP_DIR of the run whose files these are
 RUN_OUTPUTS = ('loss.csv', 'loss.png', 'logs', OWNER)  # with epoch_NNNN.png: a run's files in OUTPUT_DIR
 NEWER_KEYS = {'WIDTH': 1}  # settings newer than some config.json files: the value those runs had
@@ -123,13 +124,14 @@ def move_newer_aside(checkpoint, step):
     and list here only those before it, so the run neither writes over them nor rotates them
     away. Returns the folder, or None if no save is newer."""
     newer = [p for p in _saves() if _step(p) >= step and os.path.realpath(p) != os.path.realpath(checkpoint)]
-    pretrained = _path(PRETRAINED)
-    if os.path.exists(f'{pretrained}.index') and os.path.realpath(pretrained) != os.path.realpath(checkpoint):
-        try:
-            if tf1.train.NewCheckpointReader(pretrained).get_tensor('state/step') > step:
-                newer.append(pretrained)  # phase 1 ended after this save: the run will end it again
-        except (tf.errors.OpError, ValueError):
-            pass  # unreadable: left where it is
+    for alias_name in (PRETRAINED, BEST):  # saved after this save: the run will save them again
+        aliased = _path(alias_name)
+        if os.path.exists(f'{aliased}.index') and os.path.realpath(aliased) != os.path.realpath(checkpoint):
+            try:
+                if tf1.train.NewCheckpointReader(aliased).get_tensor('state/step') > step:
+                    newer.append(aliased)
+            except (tf.errors.OpError, ValueError):
+                pass  # unreadable: left where it is
     if not newer:
         return None
     files = [os.path.basename(f) for p in newer for f in glob.glob(glob.escape(p) + '.*')]
@@ -303,14 +305,14 @@ def _way_out(than=None, training=False):
 
 
 def find(name=LATEST, training=False):
-    """Path prefix of the newest `latest` checkpoint or of `pretrained`, or None if never saved.
+    """Path prefix of the newest `latest` checkpoint, or of `pretrained` or `best`, or None if never saved.
 
     Raises UserError when saves exist but the `checkpoint` file does not say which is the
     newest (missing, damaged, or naming files that are gone): starting over there would
     overwrite them. training: the way out is said to train.py (see _way_out).
     """
-    if name == PRETRAINED:
-        path = _path(PRETRAINED)
+    if name in (PRETRAINED, BEST):
+        path = _path(name)
         return path if os.path.exists(f'{path}.index') else None
     index = _path('checkpoint')
     if not os.path.exists(index):

@@ -18,6 +18,7 @@ STREAMS = {
     'recalibrate': 4,   # batch-norm re-estimation batches before each save
     'samples': 5,       # holes of the fixed images in output/epoch_NNNN.png
     'test_holes': 6,    # test.py's holes on the test split
+    'val_holes': 7,     # train.py's holes on the validation split (the stop rule's scores)
 }
 
 

@@ -16,8 +16,8 @@ tf1 = tf.compat.v1
 LOSS_NAMES = ('mse', 'd_loss', 'g_adv')  # the losses train.py logs, in the order of state/loss_sums
 # Newer than some checkpoints: a resume that lacks them starts them from their initial values.
 ADDED_STATE = ('state/loss_sums', 'state/g_loss_scale', 'state/g_good_steps', 'state/d_loss_scale',
-               'state/d_good_steps', 'state/d_loss_epochs', 'state/d_loss_count')
-D_LOSS_HISTORY = 64  # the latest phase-3 epochs whose mean d_loss the stop rule sees (train.stop_rule)
+               'state/d_good_steps', 'state/val_scores', 'state/val_count', 'state/val_baseline')
+VAL_HISTORY = 64  # the latest phase-3 epochs whose validation scores the stop rule sees (glcic/stopping.py)
 DTYPES = {'float32': tf.float32, 'float16': tf.float16, 'bfloat16': tf.bfloat16}  # config.PRECISION
 # float16's dynamic loss scale: its start, and the finite steps after which it doubles.
 LOSS_SCALE_START, LOSS_SCALE_GROWTH_STEPS = 2.0 ** 15, 2000
@@ -142,11 +142,13 @@ class Training(Inference):
             # Sums of LOSS_NAMES over the epoch's steps so far, so a resumed epoch's mean covers all.
             self.loss_sums = tf1.get_variable('loss_sums', [len(LOSS_NAMES)], tf.float64, trainable=False,
                                               initializer=tf1.zeros_initializer())
-            # The stop rule's memory: the mean d_loss of the latest phase-3 epochs, oldest first, and
-            # how many epochs that was; saved with the weights, so a resume and every worker agree.
-            self.d_loss_epochs = tf1.get_variable('d_loss_epochs', [D_LOSS_HISTORY], tf.float64, trainable=False,
-                                                  initializer=tf1.zeros_initializer())
-            self.d_loss_count = _counter('d_loss_count', tf.int64)
+            # The stop rule's memory: the validation (realism, hole PSNR) of the latest phase-3 epochs,
+            # oldest first, how many epochs that was, and phase 1's scores; saved with the weights.
+            self.val_scores = tf1.get_variable('val_scores', [VAL_HISTORY, 2], tf.float64, trainable=False,
+                                               initializer=tf1.zeros_initializer())
+            self.val_count = _counter('val_count', tf.int64)
+            self.val_baseline = tf1.get_variable('val_baseline', [2], tf.float64, trainable=False,
+                                                 initializer=tf1.zeros_initializer())
         self.corners = tf1.placeholder(tf.int32, [None, 2], 'corners')
         self.real_corners = tf1.placeholder(tf.int32, [None, 2], 'real_corners')
         self.bn_decay = tf1.placeholder_with_default(config.BN_DECAY, [], 'bn_decay')
@@ -196,10 +198,11 @@ class Training(Inference):
             self.step_losses = tf1.placeholder(tf.float64, [len(LOSS_NAMES)], 'step_losses')
             self.count_step = tf.group(self.step.assign_add(1), self.epoch_step.assign_add(1),
                                        self.loss_sums.assign_add(self.step_losses))
-        epoch_d_loss = self.loss_sums[1] / tf.cast(tf.maximum(self.epoch_step, 1), tf.float64)
-        self.record_d_loss = tf.group(
-            self.d_loss_epochs.assign(tf.concat([self.d_loss_epochs[1:], [epoch_d_loss]], axis=0)),
-            self.d_loss_count.assign_add(1))
+        self.val_value = tf1.placeholder(tf.float64, [2], 'val_value')
+        self.record_val = tf.group(
+            self.val_scores.assign(tf.concat([self.val_scores[1:], [self.val_value]], axis=0)),
+            self.val_count.assign_add(1))
+        self.set_val_baseline = self.val_baseline.assign(self.val_value)
         self.next_epoch = tf.group(self.epoch.assign_add(1), self.epoch_step.assign(0),
                                    self.loss_sums.assign(tf.zeros_like(self.loss_sums)))
         self.phase_value = tf1.placeholder(tf.int32, [], 'phase_value')
@@ -297,10 +300,12 @@ class Training(Inference):
         return {name: float(total) / max(1, steps) for name, total in zip(LOSS_NAMES, sums)
                 if name in self.losses[phase]}
 
-    def d_loss_history(self, sess):
-        """The mean d_loss of each phase-3 epoch recorded (record_d_loss), oldest first, at most D_LOSS_HISTORY."""
-        values, count = sess.run([self.d_loss_epochs, self.d_loss_count])
-        return [float(v) for v in values[D_LOSS_HISTORY - min(int(count), D_LOSS_HISTORY):]]
+    def val_history(self, sess):
+        """(realism, hole PSNR) lists of each phase-3 epoch recorded (record_val), oldest first, at
+        most VAL_HISTORY, and phase 1's (realism, hole PSNR) (set_val_baseline)."""
+        values, count, baseline = sess.run([self.val_scores, self.val_count, self.val_baseline])
+        kept = values[VAL_HISTORY - min(int(count), VAL_HISTORY):]
+        return [float(v) for v in kept[:, 0]], [float(v) for v in kept[:, 1]], tuple(float(v) for v in baseline)
 
     def recalibrate(self, sess, feeds):
         """Re-estimate the generator's batch-norm averages with the current weights.

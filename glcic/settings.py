@@ -13,7 +13,7 @@ import traceback
 TYPES = dict(
     # data
     IMAGE_SIZE=int, LOCAL_SIZE=int, HOLE_MIN=int, HOLE_MAX=int, NUM_IMAGES=int, TRAIN_RATIO=float,
-    FLIP=bool, SEED=int,
+    VAL_IMAGES=int, FLIP=bool, SEED=int,
     # model
     WIDTH=int, MASK_CHANNEL=bool, ADVERSARIAL_G=bool, LOCAL_CENTRED=bool, REAL_OWN_HOLES=bool,
     D_FC_RELU=bool, D_FIRST=bool, BN_DECAY=float, BN_EPSILON=float, BN_RECALIBRATE_BATCHES=int,
@@ -187,6 +187,7 @@ def validate():
     need(c.PRECISION in ('float32', 'float16', 'bfloat16'), 'PRECISION', "must be 'float32', 'float16' or 'bfloat16'")
     need(c.NUM_IMAGES >= 2, 'NUM_IMAGES', 'must be >= 2')
     need(0 < c.TRAIN_RATIO < 1, 'TRAIN_RATIO', 'must be between 0 and 1')
+    need(c.VAL_IMAGES >= 0, 'VAL_IMAGES', 'must be >= 0 (0: no validation split, phase 3 runs to MAX_EPOCH)')
     need(0 <= c.SEED < 2 ** 32, 'SEED', 'must be between 0 and 2**32 - 1 (numpy\'s seed range)')
     need(c.LEARNING_RATE > 0, 'LEARNING_RATE', 'must be > 0')
     need(0 <= c.BETA1 < 1, 'BETA1', 'must be in [0, 1)')
@@ -195,7 +196,7 @@ def validate():
     need(0 < c.BN_DECAY < 1, 'BN_DECAY', 'must be between 0 and 1')
     need(c.BN_EPSILON > 0, 'BN_EPSILON', 'must be > 0')
     need(c.BN_RECALIBRATE_BATCHES >= 0, 'BN_RECALIBRATE_BATCHES', 'must be >= 0')
-    need(c.STOP_LOSS >= 0, 'STOP_LOSS', 'must be >= 0 (0: phase 3 never settles, it runs to MAX_EPOCH)')
+    need(c.STOP_LOSS >= 0, 'STOP_LOSS', 'must be >= 0 (0: no stop rule, phase 3 runs to MAX_EPOCH)')
     need(1 <= c.STOP_EPOCHS <= 32, 'STOP_EPOCHS', 'must be between 1 and 32')
     for key in ('PRETRAIN_EPOCH', 'D_EPOCH', 'MAX_EPOCH'):
         need(getattr(c, key) >= 0, key, 'must be >= 0')

@@ -16,7 +16,7 @@ import config
 import layer
 import to_npy
 import train
-from glcic import backup, errors, graphs, synthetic
+from glcic import backup, errors, graphs, stopping, synthetic
 from conftest import tiny_args, tiny_graph
 
 tf1 = tf.compat.v1
@@ -89,43 +89,41 @@ def test_epoch_means_after_a_resume_cover_every_step_of_the_epoch(tiny_config, t
 
 # --- the stop rule ---
 
-def test_the_stop_rule_waits_for_d_loss_to_settle_not_for_d_to_win(tiny_config):
-    config.set_values({'STOP_LOSS': 0.02, 'STOP_EPOCHS': 3})
-    falling = [0.9, 0.6, 0.4, 0.3, 0.25, 0.2]  # D wins more each epoch: the game has not settled
-    assert [train.stop_rule(falling[:k]) for k in range(1, 7)] == [None] * 6
-    assert train.stop_rule([0.36]) is None  # far below the old rule's 0.85, and only the first epoch
-    settled = falling + [0.21, 0.2, 0.19, 0.2, 0.2, 0.21]
-    fired = [k for k in range(1, len(settled) + 1) if train.stop_rule(settled[:k])]
-    assert fired[0] == 11  # means 0.197 (epochs 9-11) against 0.203 (epochs 6-8)
-    assert '0.197' in train.stop_rule(settled[:11]) and '0.203' in train.stop_rule(settled[:11])
-    config.set_values({'STOP_LOSS': 0.0})
-    assert train.stop_rule([0.5] * 20) is None  # 0: never settles, MAX_EPOCH ends phase 3
+def test_the_stop_rule_waits_while_realism_improves_and_guards_hole_psnr():
+    improving = [0.9 - 0.02 * k for k in range(30)]
+    psnr = [20.0] * 30
+    assert stopping.first_stop(improving, psnr, 20.0, window=5, least_gain=0.01) is None
+    flat = improving[:10] + [0.72] * 20  # improves until epoch 10, then stays
+    fired = stopping.first_stop(flat, [20.0] * 30, 20.0, window=5, least_gain=0.01)
+    assert fired == 18  # epochs 14-18 (mean 0.720) against 9-13 (0.724): less than 0.01 gained
+    reason = stopping.stop_rule(flat[:18], psnr[:18], 20.0, 5, 0.01)
+    assert 'the last 5 epochs, 0.720, is not lower than the best earlier 5-epoch mean, 0.724' in reason
+    assert stopping.stop_rule(flat[:9], psnr[:9], 20.0, 5, 0.01) is None  # fewer than 2 windows: never
+    falling_psnr = [20.0 - 0.1 * k for k in range(30)]  # fidelity traded for realism
+    reason = stopping.stop_rule(improving[:12], falling_psnr[:12], 20.0, 5, 0.01)
+    assert reason and 'hole PSNR' in reason and '0.5 dB below' in reason
+    # the epoch kept as backup/best: most realistic within the guard
+    assert stopping.best_epoch([0.8, 0.6, 0.5, 0.7], [20.0, 19.8, 19.2, 20.1], 20.0) == 1
+    assert stopping.best_epoch([0.8], [18.0], 20.0) is None
 
 
-def test_each_phase_3_epochs_d_loss_is_kept_with_the_weights(tiny_config, tmp_path):
+def test_each_phase_3_epochs_validation_scores_are_kept_with_the_weights(tiny_config, tmp_path):
     model, sess = tiny_graph(seed=0)
-    rng = np.random.RandomState(0)
-    images = rng.randint(0, 256, (config.BATCH_SIZE, 32, 32, 3)).astype(np.uint8)
-    masks = np.zeros((config.BATCH_SIZE, 32, 32, 1), np.float32)
-    masks[:, 8:18, 8:18] = 1
-    feed = model.feed(images, masks, np.full((config.BATCH_SIZE, 2), 6, np.int32))
-    means = []
-    for _ in range(3):
-        for _ in range(2):
-            sess.run(model.train_ops[3], feed)
-        means.append(model.epoch_means(sess, 3)['d_loss'])
-        sess.run(model.record_d_loss)
-        sess.run(model.next_epoch)
-    assert model.d_loss_history(sess) == pytest.approx(means, rel=1e-12)
+    scores = [(0.9, 18.5), (0.8, 18.7), (0.75, 18.4)]
+    sess.run(model.set_val_baseline, {model.val_value: (0.95, 18.6)})
+    for pair in scores:
+        sess.run(model.record_val, {model.val_value: pair})
+    want = ([s[0] for s in scores], [s[1] for s in scores], (0.95, 18.6))
+    assert model.val_history(sess) == want
     with sess.graph.as_default():
         tf1.train.Saver().save(sess, str(tmp_path / 'ckpt'))
     other, other_sess = tiny_graph(seed=1)
     with other_sess.graph.as_default():
         tf1.train.Saver().restore(other_sess, str(tmp_path / 'ckpt'))
-    assert other.d_loss_history(other_sess) == model.d_loss_history(sess)
-    for _ in range(graphs.D_LOSS_HISTORY):  # only the latest D_LOSS_HISTORY epochs are kept
-        sess.run(model.record_d_loss)
-    assert model.d_loss_history(sess) == [0.0] * graphs.D_LOSS_HISTORY  # epochs without steps
+    assert other.val_history(other_sess) == want
+    for _ in range(graphs.VAL_HISTORY):  # only the latest VAL_HISTORY epochs are kept
+        sess.run(model.record_val, {model.val_value: (0.5, 20.0)})
+    assert model.val_history(sess)[:2] == ([0.5] * graphs.VAL_HISTORY, [20.0] * graphs.VAL_HISTORY)
 
 
 # --- saves ---
