@@ -264,10 +264,15 @@ def means(values):
     return {key: float(np.mean(v)) for key, v in values.items()}
 
 
-def measure(evaluate, outputs, truth, masks, telea_psnr, identity=None, reference=None):
-    """Mean of every metric, plus the share of images whose hole PSNR beats Telea's."""
+def measure(evaluate, outputs, truth, masks, telea_psnr, identity=None, reference=None, real=None):
+    """Mean of every metric, plus the share of images whose hole PSNR beats Telea's and, given
+    `real` (realism.features of the truth), the realism of the set (glcic/realism.py)."""
     values = evaluate.measure(outputs, truth, masks, identity, reference)
-    return {**means(values), 'beats_telea': float(np.mean(values['hole_psnr'] > telea_psnr))}
+    result = {**means(values), 'beats_telea': float(np.mean(values['hole_psnr'] > telea_psnr))}
+    if real is not None:
+        from glcic import realism
+        result['realism'] = realism.score(realism.features(outputs, masks), real)
+    return result
 
 
 def inherited(record, results_dir, suffix=''):
@@ -300,7 +305,7 @@ def evaluate_run(name, root, results_dir, limit, prune, other=None, newest=False
         raise errors.UserError(f'no latest-STEP checkpoints in {backup_dir}/: the run saved nothing')
     # TensorFlow only here: prepare, run and report start without it, and run's parent holds no session.
     import tensorflow as tf
-    from glcic import backup, blending, evaluate, graphs, replicas
+    from glcic import backup, blending, evaluate, graphs, realism, replicas
     tf1 = tf.compat.v1
 
     config.set_values(DEFAULTS)
@@ -335,6 +340,7 @@ def evaluate_run(name, root, results_dir, limit, prune, other=None, newest=False
     if identity is None:
         print(f'note: no identity numbers: {evaluate.FaceIdentity.INSTALL} adds them')
     faces = (identity, identity.reference(truth)) if identity else (None, None)
+    real = realism.features(truth, masks) if count >= realism.MIN_IMAGES else None
     print(f'{name}: {len(found)} checkpoints on {count} images of {test_set["npy"]} '
           f'(holes {config.HOLE_MIN}-{config.HOLE_MAX} px at {config.IMAGE_SIZE}x{config.IMAGE_SIZE})',
           flush=True)
@@ -354,28 +360,29 @@ def evaluate_run(name, root, results_dir, limit, prune, other=None, newest=False
                      'minutes': record.get('checkpoints', {}).get(key, saved_minute(path, record['start'])),
                      'phase': phase, 'epoch': epoch, 'step': step,
                      'images_seen': step * saved['BATCH_SIZE'],
-                     'moving_averages': measure(evaluate, filled, truth, masks, telea_psnr, *faces),
+                     'moving_averages': measure(evaluate, filled, truth, masks, telea_psnr, *faces, real),
                      'batch_statistics': measure(evaluate, stats, truth, masks, telea_psnr),
                      # The paper's post-processing, as test.py's "+ blending" rows.
                      'blended': measure(evaluate, blending.blend(masked, filled, masks), truth, masks,
-                                        telea_psnr, *faces)}
+                                        telea_psnr, *faces, real)}
             entries.append(entry)
             moving, batch = entry['moving_averages'], entry['batch_statistics']
             print(f'  {entry["minutes"]:7.2f} min  {key:>14}  phase {phase}  hole PSNR {moving["hole_psnr"]:6.2f} dB'
                   f'  hole L1 {moving["hole_l1"]:6.2f}  SSIM {moving["ssim"]:.4f}  sharpness '
-                  f'{moving["sharpness"]:.3f}  identity {moving.get("identity", math.nan):.4f}  (batch statistics: '
+                  f'{moving["sharpness"]:.3f}  identity {moving.get("identity", math.nan):.4f}  realism '
+                  f'{moving.get("realism", math.nan):.3f}  (batch statistics: '
                   f'{batch["hole_psnr"]:6.2f} dB; blended: {entry["blended"]["hole_psnr"]:6.2f} dB, '
                   f'L1 {entry["blended"]["hole_l1"]:6.2f})', flush=True)
         pixel = data.to_uint8(sess.run(model.mean_pixel))  # the training mean saved with the weights
     finally:
         sess.close()
-    baselines = {MEAN_FILL: means(evaluate.measure(evaluate.mean_fill(masked, masks, pixel), truth, masks,
-                                                   *faces)),
-                 TELEA: means(evaluate.measure(telea, truth, masks, *faces))}
+    baselines = {MEAN_FILL: measure(evaluate, evaluate.mean_fill(masked, masks, pixel), truth, masks, telea_psnr,
+                                    *faces, real),
+                 TELEA: measure(evaluate, telea, truth, masks, telea_psnr, *faces, real)}
     for method, values in baselines.items():
         print(f'  {method:>31}  hole PSNR {values["hole_psnr"]:6.2f} dB  hole L1 {values["hole_l1"]:6.2f}  '
               f'SSIM {values["ssim"]:.4f}  sharpness {values["sharpness"]:.3f}  identity '
-              f'{values.get("identity", math.nan):.4f}')
+              f'{values.get("identity", math.nan):.4f}  realism {values.get("realism", math.nan):.3f}')
     result = {'name': name, 'run': record, 'test_set': test_set, 'eval': settings,
               'config': {k: v for k, v in saved.items() if not k.endswith('_DIR')},
               'baselines': baselines, 'checkpoints': sorted(entries, key=lambda c: c['minutes'])}
@@ -509,8 +516,8 @@ def tables(results):
                   f'{results[0]["name"]}; their numbers do not compare.', '']
     lines += ['| run | settings | last checkpoint (min, phase) | images seen | hole PSNR (dB) | vs Telea | '
               'hole L1 | vs Telea | SSIM | best hole PSNR (dB, min) | hole PSNR, batch stats | '
-              'images better than Telea | + blending: hole PSNR / L1 | sharpness | identity | CPU cores used |',
-              '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+              'images better than Telea | + blending: hole PSNR / L1 | sharpness | identity | realism | CPU cores used |',
+              '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
     closest = None
     for r in results:
         last = r['checkpoints'][-1]
@@ -524,11 +531,11 @@ def tables(results):
                      f'{drop:+.2f} | {m["ssim"]:.4f} | {best["moving_averages"]["hole_psnr"]:.2f} '
                      f'({best["minutes"]:.1f}) | {last["batch_statistics"]["hole_psnr"]:.2f} | '
                      f'{100 * m["beats_telea"]:.0f} % | {blended(last)} | {optional(m, "sharpness")} | '
-                     f'{optional(m, "identity")} | {r["run"].get("cpu_cores_used", "?")} |')
+                     f'{optional(m, "identity")} | {optional(m, "realism")} | {r["run"].get("cpu_cores_used", "?")} |')
     for method, values in results[0]['baselines'].items():
         lines.append(f'| {method} | | | | {values["hole_psnr"]:.2f} | | {values["hole_l1"]:.2f} | | '
                      f'{values["ssim"]:.4f} | | | | | {optional(values, "sharpness")} | '
-                     f'{optional(values, "identity")} | |')
+                     f'{optional(values, "identity")} | {optional(values, "realism")} | |')
     def beats(values):
         return values is not None and values['hole_psnr'] > telea['hole_psnr'] and values['hole_l1'] < telea['hole_l1']
 
@@ -548,7 +555,8 @@ def tables(results):
               f'normalises each batch of {STATS_BATCH} test images with its own statistics; "images better '
               'than Telea" counts higher hole PSNR; sharpness is the detail in the hole over the ground '
               'truth\'s (1 = as detailed), identity the distance of dlib face-recognition embeddings to the '
-              'ground truth\'s (see test.py\'s legend); "CPU cores used" is train.py\'s CPU time over its wall '
+              'ground truth\'s (see test.py\'s legend), realism the accuracy of a fixed critic telling the '
+              'fills from real holes (0.5 best; docs/results.md); "CPU cores used" is train.py\'s CPU time over its wall '
               'time (below the machine\'s cores: other load, or too little work to spread).']
 
     phases = []
