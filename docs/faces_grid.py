@@ -2,11 +2,13 @@
 
     python docs/faces_grid.py --BACKUP_DIR=runs/faces/backup   # pretrained + latest of one run
     python docs/faces_grid.py --pretrained A/backup/pretrained --latest B/backup/latest-900
+    python docs/faces_grid.py --shipped     # the shipped face model (models/faces128/) against Telea
 
 Rows: holes over an eye, the nose, the mouth and the other eye of the NASA portrait in
 docs/examples/astronaut.png (public domain, see docs/examples/README.md), cropped as UTKFace
 frames its faces and scaled to the model's IMAGE_SIZE. Columns: input with the hole | completion only (the phase-1 checkpoint) |
 completion + discriminator (a phase-3 checkpoint) | the latter Poisson-blended | ground truth.
+With --shipped: input | OpenCV Telea | the shipped model | + blending | ground truth.
 The model must be trained on real faces; which one made the committed picture is in QUALITY.md.
 """
 import argparse
@@ -20,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from glcic import cli  # noqa: E402  first: it quiets TensorFlow's C++ logs
 import config  # noqa: E402
-from glcic import backup, blending, evaluate, inference, photos, plots  # noqa: E402
+from glcic import backup, blending, evaluate, inference, photos, plots, shipped  # noqa: E402
 from glcic.errors import UserError  # noqa: E402
 
 PHOTO = os.path.join(ROOT, 'docs', 'examples', 'astronaut.png')
@@ -35,12 +37,39 @@ def holes(size):
     return np.stack([photos.rectangle(*(round(v * size) for v in box), (size, size)) for box in HOLES.values()])
 
 
+def framed_face(size):
+    face = cv2.cvtColor(cv2.imread(PHOTO), cv2.COLOR_BGR2RGB)
+    x, y, side = CROP
+    return cv2.resize(face[y:y + side, x:x + side], (size, size), interpolation=cv2.INTER_AREA)
+
+
+def draw_shipped(out):
+    found = shipped.use()
+    face, masks = framed_face(config.IMAGE_SIZE), holes(config.IMAGE_SIZE)
+    nets = inference.Networks(found)
+    try:
+        completed = np.stack([inference.complete_photo(nets, shipped.NAME, face, m) for m in masks])
+    finally:
+        nets.close()
+    stack = masks[..., None]
+    truth = np.repeat(face[None], len(masks), axis=0)
+    masked = evaluate.hide_holes(truth, stack)
+    plots.save_grid(out, [plots.show_holes(truth, stack), evaluate.telea(masked, stack), completed,
+                          blending.blend(masked, completed, stack), truth],
+                    ['input', 'OpenCV Telea', 'shipped model', '+ blending', 'ground truth'], row_labels=list(HOLES))
+    print(f'wrote {out}: {shipped.describe()}')
+    return 0
+
+
 def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--pretrained', help='completion-only checkpoint (default BACKUP_DIR/pretrained)')
     parser.add_argument('--latest', help='phase-3 checkpoint (default the newest in BACKUP_DIR)')
+    parser.add_argument('--shipped', action='store_true', help='the shipped face model against OpenCV Telea')
     parser.add_argument('--out', default=os.path.join(ROOT, 'docs', 'faces_grid.png'))
     args, rest = parser.parse_known_args(argv)
+    if args.shipped:
+        return draw_shipped(args.out)
     if args.latest:  # the architecture comes from that run's config.json
         rest = [f'--BACKUP_DIR={os.path.dirname(args.latest)}', *rest]
     leftover = backup.apply_run_config(rest)
@@ -53,9 +82,7 @@ def main(argv):
         raise UserError(f'no {" or ".join(missing)} checkpoint in {config.BACKUP_DIR}/: name it with '
                             f'--pretrained / --latest')
     size = config.IMAGE_SIZE
-    face = cv2.cvtColor(cv2.imread(PHOTO), cv2.COLOR_BGR2RGB)
-    x, y, side = CROP
-    face = cv2.resize(face[y:y + side, x:x + side], (size, size), interpolation=cv2.INTER_AREA)
+    face = framed_face(size)
     masks = holes(size)
     nets = inference.Networks(found)
     try:
