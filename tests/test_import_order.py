@@ -38,3 +38,12 @@ def test_glcic_cli_is_imported_before_tensorflow(script):
     if 'tensorflow' in order:  # to_npy.py and quality.py's parent process never load it
         assert order.index('glcic.cli') < order.index('tensorflow'), \
             f'{script} imports tensorflow before glcic.cli: put `from glcic import cli` first'
+
+
+def test_the_probe_sees_a_script_that_imports_tensorflow_first(tmp_path):
+    wrong = tmp_path / 'wrong.py'
+    wrong.write_text('import tensorflow\nfrom glcic import cli\n')
+    result = subprocess.run([sys.executable, '-c', PROBE, str(wrong)], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
+    order = result.stdout.split()
+    assert order.index('tensorflow') < order.index('glcic.cli')
