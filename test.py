@@ -102,11 +102,18 @@ def remove_old_grids(out_dir):
     atomic.write_json(path, [])
 
 
-def record_grid(out_dir, written, name):
-    """Add a grid to GRID_LIST before it is written, so a crash mid-write still lists it."""
+def write_grid(out_dir, written, name, *grid):
+    """Write plots.save_grid(path, *grid) as `name`, added to GRID_LIST first so that a crash
+    after the write still lists it; a write that fails (a full disk) takes it off again."""
     written.append(name)
     atomic.write_json(os.path.join(out_dir, GRID_LIST), written)
-    return os.path.join(out_dir, name)
+    try:
+        plots.save_grid(os.path.join(out_dir, name), *grid)
+    except OSError:
+        written.remove(name)
+        with contextlib.suppress(OSError):  # if this fails too, a listed grid that is missing harms nothing
+            atomic.write_json(os.path.join(out_dir, GRID_LIST), written)
+        raise
 
 
 def run_test_set(nets, npy, max_grids, batch_stats):
@@ -147,8 +154,7 @@ def run_test_set(nets, npy, max_grids, batch_stats):
                            + [outputs[nets.label(n)][part] for n in names]
                            + [outputs[f'{nets.label(names[-1])} + blending'][part], truth[part]])
                 labels = [f'#{start + offset + r}' for r in range(len(truth[part]))]
-                path = record_grid(out_dir, written, f'grid_{grid:03d}.png')
-                plots.save_grid(path, columns, titles, labels)
+                write_grid(out_dir, written, f'grid_{grid:03d}.png', columns, titles, labels)
             bar.update(len(truth))
     means = {m: {k: v / count for k, v in values.items()} for m, values in sums.items()}
     if count >= realism.MIN_IMAGES:
@@ -246,6 +252,11 @@ def main(argv):
             run_user_images(nets, name, work, args)
         else:
             run_test_set(nets, npy, math.inf if args.grids is None else args.grids, args.batch_stats)
+    except OSError as error:
+        if error.errno not in atomic.WRITE_ERRORS:
+            raise
+        raise errors.UserError(f'could not write in {config.OUTPUT_DIR}/test/ ({error.strerror or error}); '
+                               f'free disk space or fix permissions, then rerun (grids.json lists the grids written)')
     finally:
         nets.close()
     return 0

@@ -11,6 +11,7 @@ Phase 3: both, until d_loss settles (stop_rule: STOP_LOSS, STOP_EPOCHS) or MAX_E
 import argparse
 import csv
 import dataclasses
+import json
 import os
 import signal
 import sys
@@ -28,6 +29,7 @@ from glcic import atomic, backup, data, errors, graphs, plots, replicas
 
 tf1 = tf.compat.v1
 DONE = 4  # phase value of a run that met its stop rule
+PENDING_ROW = 'epoch-row.json'  # in BACKUP_DIR: the newest epoch's loss row, written before its save
 LOSS_FIELDS = ['epoch', 'phase', 'step', 'seconds', 'mse', 'd_loss', 'g_adv']
 
 
@@ -61,8 +63,14 @@ class LossLog:
         self.png = os.path.join(config.OUTPUT_DIR, 'loss.png')
         # Rows past the restored epoch belong to work that was not saved.
         self.rows = [r for r in plots.read_rows(self.csv) if int(r['epoch']) <= epoch]
+        self.pending = os.path.join(config.BACKUP_DIR, PENDING_ROW)
+        row = self._saved_row(epoch)
+        if row:  # its save landed, but the run stopped (killed, OUTPUT_DIR full) before the row
+            self.rows.append(row)
         backup.write_owner()  # these files are this run's (train.claim_outputs checked it)
         self._write()
+        if row:
+            plots.plot_losses(self.csv, self.png)
         self.writer = tf1.summary.FileWriter(os.path.join(config.OUTPUT_DIR, 'logs'))
 
     def scalars(self, step, values):
@@ -80,11 +88,34 @@ class LossLog:
         self.writer.add_summary(tf1.Summary(value=[tf1.Summary.Value(tag=tag, image=image)]), step)
         self.writer.flush()
 
-    def epoch(self, row):
-        self.rows.append({k: row.get(k, '') for k in LOSS_FIELDS})
+    def stage(self, row):
+        """Keep an epoch's row beside the checkpoints until epoch() adds it after the save."""
+        self.row = {k: row.get(k, '') for k in LOSS_FIELDS}
+        self.row = {k: v.item() if isinstance(v, np.generic) else v for k, v in self.row.items()}  # JSON's types
+        try:
+            atomic.write_json(self.pending, self.row)
+        except OSError as error:
+            raise errors.UserError(f'could not save to {config.BACKUP_DIR}/ ({error.strerror or error}); the '
+                                   f'previous checkpoint is unchanged: free disk space or fix permissions, then rerun')
+
+    def epoch(self):
+        """Add the staged row to loss.csv and loss.png: only once its save has landed."""
+        self.rows.append(self.row)
         self._write()
         plots.plot_losses(self.csv, self.png)
         self.writer.flush()
+
+    def _saved_row(self, epoch):
+        """The staged row of a saved epoch (<= the restored `epoch`) that loss.csv lacks, or None."""
+        try:
+            with open(self.pending) as f:
+                row = json.load(f)
+            number = int(row['epoch'])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # none staged, or left damaged by a crash: nothing saved depends on it
+        if number > epoch or any(int(r['epoch']) == number for r in self.rows):
+            return None
+        return {k: row.get(k, '') for k in LOSS_FIELDS}
 
     def _write(self):
         with atomic.replace(self.csv, newline='') as f:
@@ -251,13 +282,14 @@ def train(sess, model, saver, finite, train_images, test_images, interrupt, para
         finished = stop is not None
         if finished:
             set_phase(DONE)
-        # The row goes first: a crash before the save drops it on resume (LossLog keeps rows
-        # up to the restored epoch), a crash after the save can no longer lose it.
+        # The row waits in BACKUP_DIR and reaches loss.csv only after the save: a crash or a full
+        # disk before the save drops it, one after keeps it (LossLog adds it on resume).
         if log:
-            log.epoch({'epoch': epoch + 1, 'phase': phase, 'step': model.state(sess)[3],
+            log.stage({'epoch': epoch + 1, 'phase': phase, 'step': model.state(sess)[3],
                        'seconds': round(time.time() - start, 1), **means})
         path = save()
         if log:
+            log.epoch()
             completed = np.asarray(model.complete(sess, samples, sample_masks))
             grid = os.path.join(config.OUTPUT_DIR, f'epoch_{epoch + 1:04d}.png')
             plots.save_grid(grid, [plots.show_holes(samples, sample_masks), completed, samples],
@@ -332,6 +364,15 @@ def keep_newer(saver, checkpoint, epoch, step):
     also = f', a copy of the losses and the later sample grids to {outputs}/' if outputs else ''
     print(f'going back to {checkpoint}: moved the newer saves to {previous}/{also} (python train.py '
           f'--BACKUP_DIR={previous}{f" --OUTPUT_DIR={outputs}" if outputs else ""} goes on with them)')
+
+
+def output_failed(error):
+    """The error for OUTPUT_DIR full or unwritable. The saves go to BACKUP_DIR first (backup.save
+    says if that fails), so the newest one holds everything trained."""
+    last = tf1.train.latest_checkpoint(config.BACKUP_DIR)
+    kept = f'{last} holds all the training so far' if last else 'nothing was trained yet'
+    return errors.UserError(f'could not write in {config.OUTPUT_DIR}/ ({error.strerror or error}); {kept}: '
+                            f'free disk space or fix permissions, then python train.py resumes')
 
 
 def lost_worker(error):
@@ -416,6 +457,10 @@ def main(argv):
         print(f'stopped by {signal.Signals(interrupt.signal).name} while waiting for the other workers; '
               f'nothing was trained or saved', file=sys.stderr)
         return interrupt.exit_status()
+    except OSError as error:
+        if error.errno not in atomic.WRITE_ERRORS:
+            raise
+        raise output_failed(error)
     except tf.errors.ResourceExhaustedError:
         half = max(1, config.BATCH_SIZE // 2)
         raise errors.UserError(f'out of memory at BATCH_SIZE={config.BATCH_SIZE}: run python train.py '

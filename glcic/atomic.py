@@ -1,8 +1,11 @@
 """Crash-safe writes: a file is replaced whole or not at all, never left half-written."""
 import contextlib
+import errno
 import json
 import os
 import secrets
+
+WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)  # a full or read-only disk
 
 
 @contextlib.contextmanager

@@ -1,8 +1,11 @@
 """The third round of hostile inputs (issue 39, items 3, 4, 9, 10 and 11): lossy results say what
 they lose or are refused, Ctrl-C while a script loads is one line, a full OUTPUT_DIR is one line
 and loses no save, loss.csv shows only saved epochs, and a run that met its stop rule can go on."""
+import contextlib
 import errno
+import gc
 import importlib.util
+import json
 import os
 import re
 import signal
@@ -17,7 +20,7 @@ import tensorflow as tf
 import config
 import to_npy
 import train
-from glcic import atomic, errors, plots, synthetic
+from glcic import atomic, backup, errors, plots, synthetic
 from conftest import ROOT, run_script, tiny_args
 
 # Loaded from its path: `import test` could find Python's own test package instead.
@@ -174,3 +177,128 @@ def test_ctrl_c_from_timeout_while_train_py_loads(tmp_path):
     assert 'Traceback' not in result.stderr
     assert stderr_lines(result) in (['interrupted while train.py was starting; nothing was changed'],
                                     ['interrupted']), result.stderr
+
+
+# --- 11. loss.csv shows an epoch only once its save has landed; 4. a full OUTPUT_DIR loses nothing ---
+
+class Killed(BaseException):
+    """kill -9: nothing after it runs (no except clause of train.py catches it)."""
+
+
+def killed_at_save(monkeypatch, at_step, landed):
+    """backup.save dies at the save of step `at_step`, before or after its files land."""
+    real = backup.save
+
+    def save(sess, saver, name, step=None):
+        if step == at_step:
+            if landed:
+                real(sess, saver, name, step)
+            raise Killed()
+        return real(sess, saver, name, step)
+    monkeypatch.setattr(backup, 'save', save)
+
+
+def epochs_in(folder):
+    return [int(row['epoch']) for row in plots.read_rows(str(folder / 'output' / 'loss.csv'))]
+
+
+def release_lock():
+    """The killed main()'s frames held BACKUP_DIR's lock file open; a dead process would not."""
+    gc.collect()
+
+
+PHASES = ('--PRETRAIN_EPOCH=1', '--D_EPOCH=1', '--MAX_EPOCH=3')  # 2 steps an epoch: saves at steps 2, 4, 6
+
+
+def test_a_kill_during_the_phase_3_save_never_shows_its_epoch(tiny_data, capsys, monkeypatch):
+    killed_at_save(monkeypatch, 6, landed=False)
+    with pytest.raises(Killed):
+        train_in_process(tiny_data, capsys, *PHASES)
+    release_lock()
+    assert epochs_in(tiny_data) == [1, 2]
+    assert tf.compat.v1.train.latest_checkpoint(str(tiny_data / 'backup')).endswith('latest-4')
+    monkeypatch.undo()
+    status, printed = train_in_process(tiny_data, capsys, *PHASES)
+    assert status == 0 and 'epoch 3 phase 3: ' in printed
+    assert epochs_in(tiny_data) == [1, 2, 3]
+
+
+def test_a_kill_right_after_the_save_keeps_its_row(tiny_data, capsys, monkeypatch):
+    killed_at_save(monkeypatch, 6, landed=True)
+    with pytest.raises(Killed):
+        train_in_process(tiny_data, capsys, *PHASES)
+    release_lock()
+    staged = json.loads((tiny_data / 'backup' / train.PENDING_ROW).read_text())
+    monkeypatch.undo()
+    status, printed = train_in_process(tiny_data, capsys, *PHASES)
+    assert status == 0 and 'stopped: reached MAX_EPOCH=3' in printed and 'epoch 3 phase 3: ' not in printed
+    rows = plots.read_rows(str(tiny_data / 'output' / 'loss.csv'))
+    assert [int(row['epoch']) for row in rows] == [1, 2, 3]
+    assert float(rows[-1]['mse']) == staged['mse'] and int(rows[-1]['step']) == staged['step'] == 6
+
+
+def test_a_full_backup_dir_at_the_phase_3_save_never_shows_its_epoch(tiny_data, capsys, monkeypatch):
+    real = tf.compat.v1.train.Saver.save
+
+    def save(self, sess, path, global_step=None, **kwargs):  # the Saver's own write fails, as on a full disk
+        if global_step == 6:
+            raise tf.errors.ResourceExhaustedError(None, None, 'No space left on device')
+        return real(self, sess, path, global_step=global_step, **kwargs)
+    monkeypatch.setattr(tf.compat.v1.train.Saver, 'save', save)
+    with pytest.raises(errors.UserError, match=r'^could not save to .*No space left on device') as error:
+        train_in_process(tiny_data, capsys, *PHASES)
+    assert '\n' not in str(error.value)
+    assert epochs_in(tiny_data) == [1, 2]
+    assert not (tiny_data / 'output' / 'epoch_0003.png').exists()
+
+
+def full_output_dir(monkeypatch, folder, after):
+    """atomic.replace fails with ENOSPC for every file under folder once `after` (a file name) is written."""
+    real, state = atomic.replace, {'full': False}
+
+    @contextlib.contextmanager
+    def replace(path, *args, **kwargs):
+        if state['full'] and os.path.realpath(path).startswith(os.path.realpath(folder) + os.sep):
+            raise OSError(errno.ENOSPC, 'No space left on device')
+        with real(path, *args, **kwargs) as f:
+            yield f
+        state['full'] = state['full'] or os.path.basename(path) == after
+    monkeypatch.setattr(atomic, 'replace', replace)
+
+
+def test_a_full_output_dir_is_one_line_and_loses_no_save_or_row(tiny_data, capsys, monkeypatch):
+    full_output_dir(monkeypatch, tiny_data / 'output', after='epoch_0001.png')
+    with pytest.raises(errors.UserError) as error:
+        train_in_process(tiny_data, capsys, *PHASES)
+    message = str(error.value)
+    del error
+    release_lock()
+    assert '\n' not in message
+    assert message == (f'could not write in {tiny_data}/output/ (No space left on device); '
+                       f'{tiny_data}/backup/latest-4 holds all the training so far: free disk space or fix '
+                       f'permissions, then python train.py resumes')
+    assert tf.compat.v1.train.latest_checkpoint(str(tiny_data / 'backup')).endswith('latest-4')
+    assert epochs_in(tiny_data) == [1]
+    monkeypatch.undo()  # space freed
+    status, printed = train_in_process(tiny_data, capsys, *PHASES)
+    assert status == 0 and f'resumed {tiny_data}/backup/latest-4: ' in printed
+    assert epochs_in(tiny_data) == [1, 2, 3]
+    assert (tiny_data / 'output' / 'loss.png').exists() and (tiny_data / 'output' / 'epoch_0003.png').exists()
+
+
+def test_a_full_output_dir_in_test_py_is_one_line_and_lists_no_missing_grid(checkpoint, tmp_path, monkeypatch):
+    """Room for grids.json (a few bytes) but not for a grid."""
+    real = atomic.replace
+
+    def replace(path, *args, **kwargs):
+        if os.path.basename(path).startswith('grid_'):
+            raise OSError(errno.ENOSPC, 'No space left on device')
+        return real(path, *args, **kwargs)
+    monkeypatch.setattr(atomic, 'replace', replace)
+    out = tmp_path / 'output' / 'test'
+    with pytest.raises(errors.UserError) as error:
+        script.main([f'--BACKUP_DIR={checkpoint}/backup', f'--OUTPUT_DIR={tmp_path}/output'])
+    assert str(error.value) == (f'could not write in {tmp_path}/output/test/ (No space left on device); free disk '
+                                f'space or fix permissions, then rerun (grids.json lists the grids written)')
+    assert json.loads((out / 'grids.json').read_text()) == []
+    assert sorted(os.listdir(out)) == ['grids.json']
