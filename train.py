@@ -6,6 +6,7 @@ Phase 3: both, until d_loss settles (stop_rule: STOP_LOSS, STOP_EPOCHS) or MAX_E
 
     python train.py                  # starts, or resumes from backup/ exactly where it stopped
     python train.py --fresh          # start over; the old backup/ files are moved aside
+    python train.py --continue --MAX_EPOCH=60   # go on in phase 3 after the stop rule ended it
     python train.py --BATCH_SIZE=8   # any key of config.py
 """
 import argparse
@@ -265,7 +266,9 @@ def train(sess, model, saver, finite, train_images, test_images, interrupt, para
             set_phase(3)
             continue
         if phase == DONE:
-            print(f'this run already met its stop rule (epoch {epoch}); use --fresh to start a new one')
+            print(f'this run already met its stop rule (epoch {epoch}): python train.py --continue '
+                  f'--MAX_EPOCH={epoch + 10} --STOP_LOSS=0 goes on in phase 3 from its final save (without '
+                  f'--STOP_LOSS=0 the rule may end it again), --fresh starts a new run')
             return 0
         if epoch >= config.MAX_EPOCH:
             print(f'stopped: reached MAX_EPOCH={config.MAX_EPOCH}; saved {save()}')
@@ -375,6 +378,20 @@ def output_failed(error):
                             f'free disk space or fix permissions, then python train.py resumes')
 
 
+def go_on(sess, model):
+    """--continue: a run that met its stop rule goes on in phase 3 from its final save, to MAX_EPOCH."""
+    phase, epoch, _, _ = model.state(sess)
+    if phase != DONE:
+        print('note: --continue: this run has not met its stop rule; it goes on as without --continue')
+        return
+    if epoch >= config.MAX_EPOCH:
+        raise errors.UserError(f'--continue: the run has trained {epoch} epochs, MAX_EPOCH={config.MAX_EPOCH}; '
+                               f'raise it, e.g. python train.py --continue '
+                               f'--MAX_EPOCH={epoch + 10}')
+    sess.run(model.set_phase, {model.phase_value: 3})
+    print(f'continuing phase 3 after the stop rule ended it: epochs {epoch + 1} to {config.MAX_EPOCH}')
+
+
 def lost_worker(error):
     """The error for a worker that died or stopped answering: nothing after the last save is kept."""
     last = tf1.train.latest_checkpoint(config.BACKUP_DIR)
@@ -389,9 +406,11 @@ def main(argv):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--fresh', action='store_true', help='start over (old files are moved aside)')
     parser.add_argument('--resume', metavar='CHECKPOINT', help='resume from this checkpoint prefix')
+    parser.add_argument('--continue', dest='go_on', action='store_true',
+                        help='go on in phase 3 after the stop rule ended the run, to MAX_EPOCH')
     args = parser.parse_args(config.parse_overrides(argv))
-    if args.fresh and args.resume:
-        raise errors.UserError('--fresh and --resume exclude each other')
+    if args.fresh and (args.resume or args.go_on):
+        raise errors.UserError(f'--fresh and {"--resume" if args.resume else "--continue"} exclude each other')
     parallel = replicas.Replicas()
     parallel.check(config.BATCH_SIZE, config.ACCUM_STEPS)
     train_images = data.load_images(data.npy_path('train'))
@@ -436,6 +455,10 @@ def main(argv):
             print(f'resumed {checkpoint}: phase {phase}, epoch {epoch + 1}, batch {epoch_step}, step {step}')
             if args.resume and parallel.chief:
                 keep_newer(saver, checkpoint, epoch, step)
+            if args.go_on:
+                go_on(sess, model)
+        elif args.go_on:
+            raise errors.UserError(f'--continue: {config.BACKUP_DIR}/ holds no save to go on from')
         else:
             sess.run(model.set_mean_pixel, {model.mean_pixel_value: data.mean_pixel(train_images)})
         parallel.agree(sess, False, False, model.state(sess)[3])

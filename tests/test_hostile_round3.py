@@ -21,7 +21,7 @@ import config
 import to_npy
 import train
 from glcic import atomic, backup, errors, plots, synthetic
-from conftest import ROOT, run_script, tiny_args
+from conftest import ROOT, TINY, run_script, tiny_args, tiny_graph
 
 # Loaded from its path: `import test` could find Python's own test package instead.
 _spec = importlib.util.spec_from_file_location('glcic_test_script_round3', os.path.join(ROOT, 'test.py'))
@@ -47,6 +47,7 @@ def train_in_process(folder, capsys, *args):
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
+        gc.collect()  # main()'s frames in a reference cycle may still hold BACKUP_DIR's lock file
     return status, capsys.readouterr().out
 
 
@@ -302,3 +303,45 @@ def test_a_full_output_dir_in_test_py_is_one_line_and_lists_no_missing_grid(chec
                                 f'space or fix permissions, then rerun (grids.json lists the grids written)')
     assert json.loads((out / 'grids.json').read_text()) == []
     assert sorted(os.listdir(out)) == ['grids.json']
+
+
+# --- 10. a run that met its stop rule goes on with --continue ---
+
+def mark_done(folder):
+    """Set the newest save's phase to train.DONE, as the stop rule's last epoch saves it."""
+    tf1 = tf.compat.v1
+    config.set_values(TINY)
+    model, sess = tiny_graph()
+    with sess.graph.as_default():
+        saver = tf1.train.Saver()
+        path = tf1.train.latest_checkpoint(str(folder / 'backup'))
+        saver.restore(sess, path)
+        sess.run(model.set_phase, {model.phase_value: train.DONE})
+        saver.save(sess, path, write_meta_graph=False, write_state=False)
+    sess.close()
+    return path
+
+
+def test_continue_goes_on_in_phase_3_after_the_stop_rule(tiny_data, capsys):
+    assert train_in_process(tiny_data, capsys, *PHASES)[0] == 0
+    final = mark_done(tiny_data)
+    status, printed = train_in_process(tiny_data, capsys, '--MAX_EPOCH=5', '--STOP_LOSS=0')
+    assert status == 0
+    assert ('this run already met its stop rule (epoch 3): python train.py --continue --MAX_EPOCH=13 '
+            '--STOP_LOSS=0 goes on in phase 3 from its final save') in printed
+    assert tf.compat.v1.train.latest_checkpoint(str(tiny_data / 'backup')) == final
+    for args, message in ((['--fresh', '--continue'], '--fresh and --continue exclude each other'),
+                          (['--continue', '--MAX_EPOCH=3'], '--continue: the run has trained 3 epochs, '
+                                                            'MAX_EPOCH=3; raise it, e.g. python train.py '
+                                                            '--continue --MAX_EPOCH=13')):
+        with pytest.raises(errors.UserError) as error:
+            train_in_process(tiny_data, capsys, *args)
+        assert str(error.value) == message
+        del error
+        release_lock()
+    status, printed = train_in_process(tiny_data, capsys, '--continue', '--MAX_EPOCH=5', '--STOP_LOSS=0')
+    assert status == 0
+    assert 'continuing phase 3 after the stop rule ended it: epochs 4 to 5' in printed
+    assert 'epoch 4 phase 3: ' in printed and 'epoch 5 phase 3: ' in printed
+    assert epochs_in(tiny_data) == [1, 2, 3, 4, 5]
+    assert tf.compat.v1.train.latest_checkpoint(str(tiny_data / 'backup')).endswith('latest-10')
