@@ -2,7 +2,8 @@
 
 Phase 1 (PRETRAIN_EPOCH epochs): completion network with the masked mse; saves backup/pretrained.
 Phase 2 (D_EPOCH epochs): discriminators only.
-Phase 3: both, until d_loss settles (stop_rule: STOP_LOSS, STOP_EPOCHS) or MAX_EPOCH epochs in all.
+Phase 3: both, until the validation faces' realism stops improving (glcic/stopping.py: STOP_LOSS,
+STOP_EPOCHS; the most realistic epoch saved as backup/best) or MAX_EPOCH epochs in all.
 
     python train.py                  # starts, or resumes from backup/ exactly where it stopped
     python train.py --fresh          # start over; the old backup/ files are moved aside
@@ -26,12 +27,12 @@ import tensorflow as tf
 from tqdm import tqdm
 
 import layer
-from glcic import atomic, backup, data, errors, graphs, plots, replicas
+from glcic import atomic, backup, data, errors, graphs, plots, realism, replicas, stopping
 
 tf1 = tf.compat.v1
 DONE = 4  # phase value of a run that met its stop rule
 PENDING_ROW = 'epoch-row.json'  # in BACKUP_DIR: the newest epoch's loss row, written before its save
-LOSS_FIELDS = ['epoch', 'phase', 'step', 'seconds', 'mse', 'd_loss', 'g_adv']
+LOSS_FIELDS = ['epoch', 'phase', 'step', 'seconds', 'mse', 'd_loss', 'g_adv', 'val_realism', 'val_hole_psnr']
 
 
 class Interrupt:
@@ -219,9 +220,10 @@ def run_epoch(run, phase, epoch, first_step):
     return model.epoch_means(sess, phase)
 
 
-def train(sess, model, saver, finite, train_images, test_images, interrupt, parallel):
+def train(sess, model, saver, finite, train_images, test_images, interrupt, parallel, validation=None):
     """The three phases; returns the exit status. `finite`: op, True if no variable holds NaN/Inf;
-    `parallel`: the replicas.Replicas the graph was built for."""
+    `parallel`: the replicas.Replicas the graph was built for; `validation`: a stopping.Validation
+    for the stop rule (None: phase 3 runs to MAX_EPOCH)."""
     phase, epoch, _, _ = model.state(sess)
     log = LossLog(epoch) if parallel.chief else None
     count = min(config.SAMPLE_COUNT, len(test_images))
@@ -230,7 +232,7 @@ def train(sess, model, saver, finite, train_images, test_images, interrupt, para
 
     newest = {}  # this run's newest latest-<step> save: its (phase, step) and path
 
-    def save(name=backup.LATEST):
+    def save(name=backup.LATEST, recalibrated=False):
         """Save as `name`; returns its path. At the phase and step of the newest save nothing
         has changed: that save is kept (`latest`) or linked to (`pretrained`)."""
         now_phase, now_epoch, _, step = model.state(sess)
@@ -238,7 +240,7 @@ def train(sess, model, saver, finite, train_images, test_images, interrupt, para
             if name == backup.LATEST or not parallel.chief:
                 return newest['path']
             return backup.alias(newest['path'], name)
-        if config.BN_RECALIBRATE_BATCHES:
+        if config.BN_RECALIBRATE_BATCHES and not recalibrated:
             model.recalibrate(sess, recalibration_feeds(model, train_images))
         if not sess.run(finite):  # a step can blow up the weights before any loss shows it
             raise diverged(f'the weights became NaN or Inf by step {step} (phase {now_phase}, '
@@ -256,6 +258,12 @@ def train(sess, model, saver, finite, train_images, test_images, interrupt, para
 
     run = Run(sess, model, train_images, interrupt, log, save, parallel)
 
+    def validate():
+        """The validation faces' (realism, hole PSNR) with freshly recalibrated batch norm."""
+        if config.BN_RECALIBRATE_BATCHES:
+            model.recalibrate(sess, recalibration_feeds(model, train_images))
+        return validation.scores(lambda images, masks: np.asarray(model.complete(sess, images, masks)))
+
     while True:
         phase, epoch, epoch_step, step = model.state(sess)
         if phase == 1 and epoch >= config.PRETRAIN_EPOCH:
@@ -263,6 +271,8 @@ def train(sess, model, saver, finite, train_images, test_images, interrupt, para
             set_phase(2)
             continue
         if phase == 2 and epoch >= config.PRETRAIN_EPOCH + config.D_EPOCH:
+            if validation:  # phase 1's network: what phase 3 has to improve on
+                sess.run(model.set_val_baseline, {model.val_value: validate()})
             set_phase(3)
             continue
         if phase == DONE:
@@ -278,10 +288,19 @@ def train(sess, model, saver, finite, train_images, test_images, interrupt, para
         if interrupt.signal:
             print(f'saved {save()}; run python train.py to resume')
             return interrupt.exit_status()
-        if phase == 3:
-            sess.run(model.record_d_loss)
+        scored = phase == 3 and validation is not None
+        if scored:
+            started = time.time()
+            means['val_realism'], means['val_hole_psnr'] = validate()
+            sess.run(model.record_val, {model.val_value: [means['val_realism'], means['val_hole_psnr']]})
+            validation_seconds = time.time() - started
         sess.run(model.next_epoch)
-        stop = stop_rule(model.d_loss_history(sess)) if phase == 3 else None
+        stop, best = None, False
+        if scored:
+            realism_history, psnr_history, (_, baseline_psnr) = model.val_history(sess)
+            stop = None if config.STOP_LOSS == 0 else stopping.stop_rule(realism_history, psnr_history, baseline_psnr, config.STOP_EPOCHS,
+                                      config.STOP_LOSS)
+            best = stopping.best_epoch(realism_history, psnr_history, baseline_psnr) == len(realism_history) - 1
         finished = stop is not None
         if finished:
             set_phase(DONE)
@@ -290,7 +309,9 @@ def train(sess, model, saver, finite, train_images, test_images, interrupt, para
         if log:
             log.stage({'epoch': epoch + 1, 'phase': phase, 'step': model.state(sess)[3],
                        'seconds': round(time.time() - start, 1), **means})
-        path = save()
+        path = save(recalibrated=scored)
+        if best and parallel.chief:
+            backup.alias(path, backup.BEST)
         if log:
             log.epoch()
             completed = np.asarray(model.complete(sess, samples, sample_masks))
@@ -299,27 +320,24 @@ def train(sess, model, saver, finite, train_images, test_images, interrupt, para
                             ['input', f'completion (epoch {epoch + 1})', 'ground truth'])
             log.image(model.state(sess)[3], 'samples', grid)
         print(f'epoch {epoch + 1} phase {phase}: ' + ' '.join(f'{k} {v:.5g}' for k, v in means.items())
-              + f' ({time.time() - start:.0f} s) saved {path}')
+              + f' ({time.time() - start:.0f} s' + (f', validation {validation_seconds:.0f} s' if scored else '')
+              + f') saved {path}' + (f', the most realistic yet: also {backup.BEST}' if best else ''))
         if finished:
-            print(f'stopped: {stop}')
+            print(f'stopped: {stop}; the most realistic epoch is {config.BACKUP_DIR}/{backup.BEST}: '
+                  f'python test.py --model {backup.BEST}')
             return 0
 
 
-def stop_rule(d_losses):
-    """Why phase 3 ends after its latest epoch, or None to go on.
-
-    d_losses: the mean d_loss of each phase-3 epoch so far, oldest first. Phase 3 ends when the
-    adversarial game has settled: the mean of the last STOP_EPOCHS epochs is within STOP_LOSS
-    nats of the mean of the STOP_EPOCHS before. Not when D first wins: its loss then still falls.
-    """
-    n = config.STOP_EPOCHS
-    if len(d_losses) < 2 * n:
+def load_validation():
+    """stopping.Validation of NPY_DIR/x_val.npy, or None (said in one line): phase 3 then runs to MAX_EPOCH."""
+    path = data.npy_path('val')
+    count = len(np.load(path, mmap_mode='r')) if os.path.exists(path) else 0
+    if count < realism.MIN_IMAGES:
+        print(f'note: no stop rule: {path} holds {count} faces, it needs {realism.MIN_IMAGES} (to_npy.py holds '
+              f'out VAL_IMAGES={config.VAL_IMAGES} where the training share has 10x as many); phase 3 runs '
+              f'to MAX_EPOCH={config.MAX_EPOCH}')
         return None
-    recent, before = float(np.mean(d_losses[-n:])), float(np.mean(d_losses[-2 * n:-n]))
-    if abs(recent - before) < config.STOP_LOSS:
-        return (f'the mean d_loss of the last {n} epochs, {recent:.3f}, is within STOP_LOSS={config.STOP_LOSS:g} '
-                f'of the {n} before ({before:.3f})')
-    return None
+    return stopping.Validation(data.load_images(path))
 
 
 def take_over_files(args):
@@ -415,6 +433,7 @@ def main(argv):
     parallel.check(config.BATCH_SIZE, config.ACCUM_STEPS)
     train_images = data.load_images(data.npy_path('train'))
     test_images = data.load_images(data.npy_path('test'))
+    validation = load_validation()
     per_step = config.BATCH_SIZE * config.ACCUM_STEPS
     if len(train_images) < per_step:
         raise errors.UserError(f'{data.npy_path("train")} holds {len(train_images)} images, fewer than one '
@@ -468,10 +487,11 @@ def main(argv):
         batches = f' ({config.ACCUM_STEPS} batches of {config.BATCH_SIZE})' if config.ACCUM_STEPS > 1 else ''
         print(f'{len(train_images)} training images, {len(train_images) // per_step} steps of '
               f'{per_step}{batches} per epoch; phases: 1 until epoch {config.PRETRAIN_EPOCH}, 2 until '
-              f'{config.PRETRAIN_EPOCH + config.D_EPOCH}, 3 until d_loss settles (STOP_LOSS={config.STOP_LOSS} over '
-              f'{config.STOP_EPOCHS} epochs) '
-              f'or epoch {config.MAX_EPOCH}')
-        status = train(sess, model, saver, finite, train_images, test_images, interrupt, parallel)
+              f'{config.PRETRAIN_EPOCH + config.D_EPOCH}, 3 until '
+              + (f'its realism stops improving (by STOP_LOSS={config.STOP_LOSS:g} over STOP_EPOCHS='
+                 f'{config.STOP_EPOCHS} epochs, on {len(validation.images)} validation faces) or ' if validation else '')
+              + f'epoch {config.MAX_EPOCH}')
+        status = train(sess, model, saver, finite, train_images, test_images, interrupt, parallel, validation)
         if parallel.workers > 1:
             print(f'weights digest {replicas.digest(sess, model.g_vars + model.d_vars)} (the same on every worker)')
         return status
