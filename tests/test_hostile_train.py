@@ -281,11 +281,12 @@ def test_a_folder_it_cannot_write_is_a_one_line_error(tmp_path, key):
     assert os.listdir(locked) == []
 
 
+BLANKS = ',' * (len(train.LOSS_FIELDS) - 6)  # the row's columns after d_loss
 BAD_ROWS = {
-    'a word for a phase': '2,x,8,3.3,0.01,1.8,\n',
+    'a word for a phase': f'2,x,8,3.3,0.01,1.8{BLANKS}\n',
     'a value missing': '2,2,8\n',
-    'a value too many': '2,2,8,3.3,0.01,1.8,,7\n',
-    'a word for a loss': '2,2,8,3.3,low,1.8,\n',
+    'a value too many': f'2,2,8,3.3,0.01,1.8{BLANKS},7\n',
+    'a word for a loss': f'2,2,8,3.3,low,1.8{BLANKS}\n',
 }
 
 
@@ -294,7 +295,7 @@ def test_a_malformed_loss_csv_row_is_a_one_line_error(tmp_path, case):
     output = tmp_path / 'output'
     output.mkdir()
     header = ','.join(train.LOSS_FIELDS) + '\n'
-    (output / 'loss.csv').write_text(header + '1,1,4,3.3,0.02,,\n' + BAD_ROWS[case])
+    (output / 'loss.csv').write_text(header + f'1,1,4,3.3,0.02,{BLANKS}\n' + BAD_ROWS[case])
     with pytest.raises(UserError, match=re.escape(f'{output}/loss.csv line 3 is not a row of losses')):
         plots.read_rows(str(output / 'loss.csv'))
     (output / 'loss.csv').write_bytes(header.encode() + b'1,1,4,\xff\n')
