@@ -31,7 +31,7 @@ BN_RECALIBRATE_BATCHES = 20  # batches used to re-estimate batch-norm statistics
 
 # --- training ---
 BATCH_SIZE = 16  # images per step; lower it if the GPU runs out of memory
-REPLICAS = 0  # devices that split each batch (README: Several GPUs): 0 every visible GPU, 1 one device; N > 1 on a machine without GPU: N CPU devices
+REPLICAS = 0  # devices that split each batch (docs/several-gpus.md): 0 every visible GPU, 1 one device; N > 1 on a machine without GPU: N CPU devices
 ACCUM_STEPS = 1  # batches whose mean gradient makes one update: BATCH_SIZE * ACCUM_STEPS images per step, batch norm sees BATCH_SIZE
 PRECISION = 'float32'  # the networks' arithmetic in training: 'float32'; 'float16' (GPU tensor cores, with dynamic loss scaling); 'bfloat16' (Ampere and newer GPUs; on a CPU 1.8-2.1x float32 on AMD Zen 4, 0.5-0.6x on a Xeon without AMX, BENCHMARKS.md); weights and checkpoints stay float32
 LEARNING_RATE = 1e-3  # Adam learning rate for both networks

@@ -352,7 +352,7 @@ def flops(args, ctx):
 
 # ---------------------------------------------------------------- 3, 4, 5: train, tf1
 def main_model(ctx):
-    """The Model at the configured size, built once and shared by several sections."""
+    """graphs.Training at the configured size, built once and shared by several sections."""
     if 'model' not in ctx:
         progress('building graphs.Training')
         ctx['model'] = build_model()
@@ -502,7 +502,7 @@ def two_run_seconds(args, ctx):
     with tf.Graph().as_default():
         x = tf1.placeholder(tf.float32, [None, size, size, 3], 'x')
         masks = tf1.placeholder(tf.float32, [None, size, size, 1], 'masks')
-        mean_pixel = tf.zeros([3])  # what our Model holds before train.py sets it
+        mean_pixel = tf.zeros([3])  # what graphs.Training holds before train.py sets it
         stats = []  # batch norms' (moving average, batch value) pairs
         raw = network.generator(network.generator_input(x, masks, mean_pixel), training=True, stats=stats)
         completion = raw * masks + x * (1.0 - masks)
@@ -648,7 +648,7 @@ def children(args, ctx):
 def memory(args, ctx):
     runs = children(args, ctx)
     batch, small = config.BATCH_SIZE, runs['small_batch']
-    how = (f'VmHWM of a fresh process: Model built, {args.warmup} warm-up step(s)'
+    how = (f'VmHWM of a fresh process: graphs.Training built, {args.warmup} warm-up step(s)'
            + (' (--quick: phases in one process, peak so far)' if args.quick else ''))
     rows = [Row(7, f'memory.rss.{phase}', f'peak RSS of a process training phase {phase}, batch {batch}',
                 runs[phase]['rss'] / GiB, 'GiB', how) for phase in (1, 2, 3)]
