@@ -67,7 +67,7 @@ import config  # noqa: E402
 import layer  # noqa: E402
 import network  # noqa: E402
 import train  # noqa: E402
-from glcic import data, errors, graphs, replicas  # noqa: E402
+from glcic import data, errors, graphs, housekeeping, replicas  # noqa: E402
 
 tf1 = tf.compat.v1
 SECTIONS = ('ceiling', 'flops', 'train', 'tf1', 'infer', 'memory', 'scale', 'to_npy', 'startup',
@@ -396,7 +396,7 @@ def epoch_speed(args, ctx, model, sess, phase):
     interrupt = types.SimpleNamespace(signal=None)
     with settings(OUTPUT_DIR=os.path.join(ctx['tmp'], 'output')):
         os.makedirs(config.OUTPUT_DIR, exist_ok=True)
-        log = train.LossLog(0)
+        log = housekeeping.LossLog(0)
         with contextlib.redirect_stderr(io.StringIO()):  # tqdm's bar
             warmup = train.Run(sess, model, images[:args.warmup * batch], interrupt, log, lambda: None)
             train.run_epoch(warmup, phase, 0, 0)

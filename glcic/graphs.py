@@ -17,6 +17,7 @@ LOSS_NAMES = ('mse', 'd_loss', 'g_adv')  # the losses train.py logs, in the orde
 # Newer than some checkpoints: a resume that lacks them starts them from their initial values.
 ADDED_STATE = ('state/loss_sums', 'state/g_loss_scale', 'state/g_good_steps', 'state/d_loss_scale',
                'state/d_good_steps', 'state/val_scores', 'state/val_count', 'state/val_baseline')
+DONE = 4  # state/phase of a run whose stop rule ended phase 3 (train.py --continue goes on)
 VAL_HISTORY = 64  # the latest phase-3 epochs whose validation scores the stop rule sees (glcic/stopping.py)
 DTYPES = {'float32': tf.float32, 'float16': tf.float16, 'bfloat16': tf.bfloat16}  # config.PRECISION
 # float16's dynamic loss scale: its start, and the finite steps after which it doubles.

@@ -20,7 +20,7 @@ import tensorflow as tf
 import config
 import to_npy
 import train
-from glcic import atomic, backup, errors, plots, synthetic
+from glcic import atomic, backup, errors, graphs, housekeeping, plots, synthetic
 from conftest import ROOT, TINY, run_script, tiny_args, tiny_graph
 
 # Loaded from its path: `import test` could find Python's own test package instead.
@@ -229,7 +229,7 @@ def test_a_kill_right_after_the_save_keeps_its_row(tiny_data, capsys, monkeypatc
     with pytest.raises(Killed):
         train_in_process(tiny_data, capsys, *PHASES)
     release_lock()
-    staged = json.loads((tiny_data / 'backup' / train.PENDING_ROW).read_text())
+    staged = json.loads((tiny_data / 'backup' / housekeeping.PENDING_ROW).read_text())
     monkeypatch.undo()
     status, printed = train_in_process(tiny_data, capsys, *PHASES)
     assert status == 0 and 'stopped: reached MAX_EPOCH=3' in printed and 'epoch 3 phase 3: ' not in printed
@@ -308,7 +308,7 @@ def test_a_full_output_dir_in_test_py_is_one_line_and_lists_no_missing_grid(chec
 # --- 10. a run that met its stop rule goes on with --continue ---
 
 def mark_done(folder):
-    """Set the newest save's phase to train.DONE, as the stop rule's last epoch saves it."""
+    """Set the newest save's phase to graphs.DONE, as the stop rule's last epoch saves it."""
     tf1 = tf.compat.v1
     config.set_values(TINY)
     model, sess = tiny_graph()
@@ -316,7 +316,7 @@ def mark_done(folder):
         saver = tf1.train.Saver()
         path = tf1.train.latest_checkpoint(str(folder / 'backup'))
         saver.restore(sess, path)
-        sess.run(model.set_phase, {model.phase_value: train.DONE})
+        sess.run(model.set_phase, {model.phase_value: graphs.DONE})
         saver.save(sess, path, write_meta_graph=False, write_state=False)
     sess.close()
     return path

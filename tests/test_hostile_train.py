@@ -19,7 +19,7 @@ import pytest
 
 import config
 import train
-from glcic import atomic, backup, plots, replicas
+from glcic import atomic, backup, housekeeping, plots, replicas
 from conftest import ROOT, TINY, free_ports, run_script, tiny_args
 from glcic.errors import UserError
 
@@ -281,7 +281,7 @@ def test_a_folder_it_cannot_write_is_a_one_line_error(tmp_path, key):
     assert os.listdir(locked) == []
 
 
-BLANKS = ',' * (len(train.LOSS_FIELDS) - 6)  # the row's columns after d_loss
+BLANKS = ',' * (len(housekeeping.LOSS_FIELDS) - 6)  # the row's columns after d_loss
 BAD_ROWS = {
     'a word for a phase': f'2,x,8,3.3,0.01,1.8{BLANKS}\n',
     'a value missing': '2,2,8\n',
@@ -294,7 +294,7 @@ BAD_ROWS = {
 def test_a_malformed_loss_csv_row_is_a_one_line_error(tmp_path, case):
     output = tmp_path / 'output'
     output.mkdir()
-    header = ','.join(train.LOSS_FIELDS) + '\n'
+    header = ','.join(housekeeping.LOSS_FIELDS) + '\n'
     (output / 'loss.csv').write_text(header + f'1,1,4,3.3,0.02,{BLANKS}\n' + BAD_ROWS[case])
     with pytest.raises(UserError, match=re.escape(f'{output}/loss.csv line 3 is not a row of losses')):
         plots.read_rows(str(output / 'loss.csv'))
@@ -307,7 +307,7 @@ def test_train_py_checks_loss_csv_before_building_the_graph(tmp_path):
     npy = small_npy(tmp_path)
     output = tmp_path / 'output'
     output.mkdir()
-    (output / 'loss.csv').write_text(','.join(train.LOSS_FIELDS) + '\none,1,4,3.3,0.02,,\n')
+    (output / 'loss.csv').write_text(','.join(housekeeping.LOSS_FIELDS) + '\none,1,4,3.3,0.02,,\n')
     (output / 'run.json').write_text(json.dumps({'BACKUP_DIR': str(tmp_path / 'backup')}))  # this run's
     with pytest.raises(UserError, match='line 2 is not a row of losses'):
         train.main(tiny_args(tmp_path, NPY_DIR=npy, MAX_EPOCH=0))

@@ -380,7 +380,7 @@ def test_npy_dir_with_other_files_is_never_replaced(tmp_path):
 # --- 3. train.py --fresh moves the previous run's outputs aside with its checkpoints ---
 
 def test_fresh_moves_the_previous_outputs_aside(model):
-    import train
+    from glcic import housekeeping
     root, before, printed = model
     output, backup = root / 'output', root / 'backup'
     moved_backup = [p for p in backup.iterdir() if p.name.startswith('previous-')]
@@ -394,7 +394,7 @@ def test_fresh_moves_the_previous_outputs_aside(model):
     assert (output / 'notes.txt').read_text() == 'the user\'s own file'
     assert (output / 'test' / 'metrics.md').exists()
     assert not list(output.glob('epoch_*.png'))
-    assert (output / 'loss.csv').read_text().splitlines() == [','.join(train.LOSS_FIELDS)]
+    assert (output / 'loss.csv').read_text().splitlines() == [','.join(housekeeping.LOSS_FIELDS)]
     assert not (output / 'logs' / 'events.out.tfevents.1.old').exists()
     assert f'moved the previous run to {moved_backup[0]}/' in printed
     assert str(moved_output[0]) in printed
