@@ -214,8 +214,8 @@ def main(argv):
     with parallel.scope():
         model = graphs.Training()
         parallel.build_agreement()
-    sess = parallel.session()
-    save = housekeeping.Saves(sess, model, train_images, parallel)
+    save = housekeeping.Saves(model, train_images, parallel)
+    sess = save.sess = parallel.session()
     housekeeping.describe_device(parallel)
 
     def start_and_train():

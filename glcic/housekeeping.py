@@ -256,11 +256,12 @@ class Saves:
     Before a save the batch-norm averages are recalibrated (unless `recalibrated`) and the weights
     checked for NaN/Inf. At the phase and step of this run's newest save nothing has changed: that
     save is kept (`latest`) or linked to (`pretrained`). Only worker 0 writes; every worker runs
-    the same saves (recalibration is collective).
+    the same saves (recalibration is collective). Built before the session (its Saver and NaN
+    check are part of the graph); set `sess` before the first save.
     """
 
-    def __init__(self, sess, model, images, parallel):
-        self.sess, self.model, self.images, self.parallel = sess, model, images, parallel
+    def __init__(self, model, images, parallel):
+        self.sess, self.model, self.images, self.parallel = None, model, images, parallel
         self.saver = tf1.train.Saver(max_to_keep=config.KEEP_CHECKPOINTS + 1, save_relative_paths=True)
         backup.adopt(self.saver)
         self.finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in tf1.global_variables()
