@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 import config
+import layer
 import network
 from glcic import replicas
 
@@ -173,11 +174,9 @@ class Training(Inference):
         self.real_logits, self.fake_logits, self.fake = (
             whole(replica[name]) for name in ('real_logits', 'fake_logits', 'fake'))
         self.output_batch_stats = to_uint8(self.fake)
-        # The batch norms' moving averages, in the order replica() records their batch values.
-        self.g_bn_updates = replicas.average_updates(tf1.moving_average_variables('generator'),
-                                                     mean(replica['g_stats']), self.bn_decay)
-        d_bn_updates = replicas.average_updates(tf1.moving_average_variables('discriminator'),
-                                                mean(replica['d_stats']), config.BN_DECAY)
+        # The batch norms' moving averages, each moved towards its batch value's mean over the replicas.
+        self.g_bn_updates = average_updates(self.bn_averages['g'], mean(replica['g_stats']), self.bn_decay)
+        d_bn_updates = average_updates(self.bn_averages['d'], mean(replica['d_stats']), config.BN_DECAY)
         train = {phase: tf.group(*local(op)) for phase, op in replica['train'].items()}
         steps = {1: [train[1]] + self.g_bn_updates,
                  2: [train[2]] + d_bn_updates,
@@ -274,9 +273,11 @@ class Training(Inference):
             # Both updates only after both sets of gradients exist.
             with tf.control_dependencies([g for g, _ in g_grads + d_grads]):
                 joint = [g_scale.apply(g_opt, g_grads), d_scale.apply(d_opt, d_grads)]
+        # The averages are the same variables on every replica: kept here, beside their batch values.
+        self.bn_averages = {'g': [average for average, _ in g_stats], 'd': [average for average, _ in d_stats]}
         replica = dict(mse=mse, d_loss=d_loss, g_adv=g_adv, g_loss=g_loss, real_logits=real_logits,
-                       fake_logits=fake_logits, fake=fake, g_stats=replicas.flat(g_stats),
-                       d_stats=replicas.flat(d_stats),
+                       fake_logits=fake_logits, fake=fake, g_stats=batch_values(g_stats),
+                       d_stats=batch_values(d_stats),
                        train={1: tf.group(g_pretrain), 2: tf.group(d_train), 3: tf.group(*joint)})
         if config.ACCUM_STEPS > 1:
             acc_adv = network.adversarial_loss(fake_logits)  # a separate run: D's update is already in
@@ -316,6 +317,18 @@ class Training(Inference):
         """
         for k, feed in enumerate(feeds):
             sess.run(self.g_bn_updates, {**feed, self.bn_decay: k / (k + 1.0)})
+
+
+def batch_values(pairs):
+    """The batch values of layer.batch_norm's (moving average, batch value) `pairs` as one vector,
+    so the replicas' means take one all-reduce."""
+    return tf.concat([value for _, value in pairs], axis=0)
+
+
+def average_updates(averages, values, decay):
+    """layer.moving_average_updates for `averages` from `values`, batch_values' vector of the same pairs."""
+    sizes = [average.shape[0] for average in averages]
+    return layer.moving_average_updates(zip(averages, tf.split(values, sizes)), decay)
 
 
 def accumulation_stages(g_update, d_update, g_mse_grads, d_grads, g_grads, losses, g_bn_updates, d_bn_updates):

@@ -18,7 +18,6 @@ import numpy as np
 import tensorflow as tf
 
 import config
-import layer
 from glcic.errors import UserError
 
 tf1 = tf.compat.v1
@@ -213,18 +212,6 @@ def share(batch):
         return batch
     rows, index = tf.shape(batch)[0], context.replica_id_in_sync_group
     return batch[index * rows // count:(index + 1) * rows // count]
-
-
-def flat(pairs):
-    """The batch values of (moving average, batch value) `pairs` as one vector, so the replicas'
-    means take one all-reduce."""
-    return tf.concat([value for _, value in pairs], axis=0)
-
-
-def average_updates(averages, values, decay):
-    """layer.moving_average_updates for `averages` from `values`, flat's vector of their batch values."""
-    sizes = [average.shape[0] for average in averages]
-    return layer.moving_average_updates(zip(averages, tf.split(values, sizes)), decay)
 
 
 def session_config():
