@@ -1,10 +1,12 @@
-"""Where phase 3's stop rule ends a long run, against the held-out quality of each epoch.
+"""Where the d_loss stop rules (before 2026-12-07) end a long run, against the held-out quality of each epoch.
 
     python experiments/stop_rule.py c-stop c-stop-2 --root /work/runs/celeba64 \
         --results /work/runs/results --png experiments/stop64-celeba.png \
         --out experiments/results/stop64
 
-Any --KEY=value of config.py (STOP_LOSS, STOP_EPOCHS) changes the rule tried.
+The rules tried are the two that ended phase 3 on d_loss before it ended on the validation faces'
+realism (glcic/stopping.py): one epoch below OLD_STOP_LOSS, and two SETTLED_EPOCHS-epoch windows
+within SETTLED_LOSS of each other; the data behind QUALITY.md's "When phase 3 stops".
 RUN ...: one run and the runs that went on from it (quality.py run --from), in order. For each
 it reads RUN/output/loss.csv (a row per epoch: phase, d_loss, ...) and RESULTS/RUN.json (what
 `quality.py eval` measured at each checkpoint: hole PSNR, sharpness, identity). It writes, into
@@ -24,10 +26,10 @@ sys.path.insert(0, ROOT)
 import config  # noqa: E402
 from glcic import atomic, errors  # noqa: E402
 from glcic import plots  # noqa: E402  (sets matplotlib's file-only backend)
-import train  # noqa: E402
 from glcic.plots import plt  # noqa: E402
 
-OLD_STOP_LOSS = 0.85  # the rule before: the first phase-3 epoch whose mean d_loss is below this
+OLD_STOP_LOSS = 0.85  # the first rule: the first phase-3 epoch whose mean d_loss is below this
+SETTLED_LOSS, SETTLED_EPOCHS = 0.02, 5  # the second: two windows' mean d_loss this close
 METRICS = (('hole_psnr', 'hole PSNR (dB)'), ('sharpness', 'sharpness (1 = as detailed as the truth)'),
            ('identity', 'identity distance (lower is better)'))
 
@@ -122,6 +124,13 @@ def draw(rows, metrics, fired, png):
     plt.close(fig)
 
 
+def settled_rule(d_losses):
+    """True once the mean d_loss of the last SETTLED_EPOCHS epochs is within SETTLED_LOSS of the
+    SETTLED_EPOCHS before."""
+    n = SETTLED_EPOCHS
+    return len(d_losses) >= 2 * n and abs(sum(d_losses[-n:]) - sum(d_losses[-2 * n:-n])) / n < SETTLED_LOSS
+
+
 def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('names', nargs='+', metavar='RUN')
@@ -129,12 +138,11 @@ def main(argv):
     parser.add_argument('--results', required=True, help="quality.py's results folder (RUN.json)")
     parser.add_argument('--png', required=True)
     parser.add_argument('--out', required=True, help='folder for loss.csv and stop_rule.md')
-    args = parser.parse_args(config.parse_overrides(argv))  # --STOP_LOSS=..., --STOP_EPOCHS=...
+    args = parser.parse_args(config.parse_overrides(argv))
     rows = epochs(args.root, args.names)
     metrics = measured(args.results, args.names)
     fired = {f'old: an epoch below {OLD_STOP_LOSS}': first_firing(rows, old_rule),
-             f'new: STOP_LOSS={config.STOP_LOSS}, STOP_EPOCHS={config.STOP_EPOCHS}':
-                 first_firing(rows, lambda history: train.stop_rule(history) is not None)}
+             f'settled: STOP_LOSS={SETTLED_LOSS}, STOP_EPOCHS={SETTLED_EPOCHS}': first_firing(rows, settled_rule)}
     os.makedirs(args.out, exist_ok=True)
     write_losses(rows, os.path.join(args.out, 'loss.csv'))
     write_table(rows, metrics, fired, os.path.join(args.out, 'stop_rule.md'))
