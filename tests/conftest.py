@@ -149,3 +149,19 @@ def no_shipped(monkeypatch, tmp_path):
     """A copy of the repository without the shipped face model (models/faces128/)."""
     from glcic import shipped
     monkeypatch.setattr(shipped, 'FOLDER', str(tmp_path / 'no-shipped-model'))
+
+
+def train_in_process(folder, capsys, *args):
+    """train.main on the files under folder, in a graph of its own: (exit status, printed)."""
+    import gc
+    import tensorflow as tf
+    import train
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with tf.Graph().as_default():
+            status = train.main([*tiny_args(folder), *args])
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        gc.collect()  # main()'s frames in a reference cycle may still hold BACKUP_DIR's lock file
+    return status, capsys.readouterr().out

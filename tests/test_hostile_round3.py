@@ -21,7 +21,7 @@ import config
 import to_npy
 import train
 from glcic import atomic, backup, errors, graphs, housekeeping, plots, synthetic
-from conftest import ROOT, TINY, run_script, tiny_args, tiny_graph
+from conftest import ROOT, TINY, run_script, tiny_args, tiny_graph, train_in_process
 
 # Loaded from its path: `import test` could find Python's own test package instead.
 _spec = importlib.util.spec_from_file_location('glcic_test_script_round3', os.path.join(ROOT, 'test.py'))
@@ -36,19 +36,6 @@ TF_NOISE = re.compile(r'^(WARNING: All log messages before absl::InitializeLog'
 
 def stderr_lines(result):
     return [line for line in result.stderr.splitlines() if line.strip() and not TF_NOISE.match(line)]
-
-
-def train_in_process(folder, capsys, *args):
-    """train.main on the files under folder, in a graph of its own: (exit status, printed)."""
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with tf.Graph().as_default():
-            status = train.main([*tiny_args(folder), *args])
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-        gc.collect()  # main()'s frames in a reference cycle may still hold BACKUP_DIR's lock file
-    return status, capsys.readouterr().out
 
 
 @pytest.fixture

@@ -40,25 +40,14 @@ def test_a_run_still_gaining_half_a_hundredth_an_epoch_is_rarely_stopped_by_epoc
 
 
 def test_train_py_scores_phase_3_on_the_validation_faces_stops_and_keeps_the_best(tmp_path, capsys):
-    import signal
-    import tensorflow as tf
     import to_npy
-    import train
-    from conftest import tiny_args
+    from conftest import tiny_args, train_in_process
     from glcic import backup, plots
-    args = tiny_args(tmp_path, VAL_IMAGES=20)
-    to_npy.main(['--demo', '240', *args])  # 228 for training: 20 of them held out for validation
+    to_npy.main(['--demo', '240', *tiny_args(tmp_path, VAL_IMAGES=20)])  # 228 for training: 20 held out
     assert len(np.load(tmp_path / 'npy' / 'x_val.npy')) == 20
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with tf.Graph().as_default():
-            # a gain of 0.9 is out of reach: the rule stops at its first chance, phase-3 epoch 2
-            status = train.main([*args, '--PRETRAIN_EPOCH=1', '--D_EPOCH=1', '--MAX_EPOCH=9',
-                                 '--STOP_EPOCHS=1', '--STOP_LOSS=0.9'])
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-    printed = capsys.readouterr().out
+    # a gain of 0.9 is out of reach: the rule stops at its first chance, phase-3 epoch 2
+    status, printed = train_in_process(tmp_path, capsys, '--VAL_IMAGES=20', '--PRETRAIN_EPOCH=1', '--D_EPOCH=1',
+                                       '--MAX_EPOCH=9', '--STOP_EPOCHS=1', '--STOP_LOSS=0.9')
     assert status == 0
     assert '208 training images' in printed and 'until its realism stops improving' in printed
     assert 'stopped: the mean realism of the last 1 epochs' in printed

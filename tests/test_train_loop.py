@@ -5,7 +5,6 @@ import errno
 import filecmp
 import functools
 import os
-import signal
 import types
 
 import numpy as np
@@ -17,7 +16,7 @@ import layer
 import to_npy
 import train
 from glcic import backup, errors, graphs, stopping, synthetic
-from conftest import tiny_args, tiny_graph
+from conftest import tiny_args, tiny_graph, train_in_process
 
 tf1 = tf.compat.v1
 
@@ -144,18 +143,6 @@ def tiny_data(tmp_path):
     """20 synthetic faces under tmp_path: 19 for training (2 steps an epoch), 1 for testing."""
     to_npy.main(['--demo', '20', *tiny_args(tmp_path)])
     return tmp_path
-
-
-def train_in_process(folder, capsys, *args):
-    """train.main on the files under folder, in a graph of its own: (exit status, printed)."""
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with tf.Graph().as_default():
-            status = train.main([*tiny_args(folder), *args])
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-    return status, capsys.readouterr().out
 
 
 def test_a_run_stopped_by_max_epoch_keeps_the_save_of_its_last_epoch(tiny_data, capsys, monkeypatch):
