@@ -16,7 +16,7 @@ import tensorflow as tf
 
 import config
 import layer
-from glcic import atomic, backup, data, errors, graphs, plots, realism, replicas, stopping
+from glcic import atomic, backup, data, errors, graphs, plots, realism, replicas, shipped, stopping
 
 tf1 = tf.compat.v1
 PENDING_ROW = 'epoch-row.json'  # in BACKUP_DIR: the newest epoch's loss row, written before its save
@@ -33,6 +33,9 @@ def arguments(argv, doc):
     parser.add_argument('--resume', metavar='CHECKPOINT', help='resume from this checkpoint prefix')
     parser.add_argument('--continue', dest='go_on', action='store_true',
                         help='go on in phase 3 after the stop rule ended the run, to MAX_EPOCH')
+    parser.add_argument('--init', metavar='WEIGHTS', help='start a new run from a completion network saved as '
+                        'experiments/ship_model.py writes it (its epoch and phase too; the optimizers and '
+                        'discriminators start afresh)')
     args = parser.parse_args(config.parse_overrides(argv))
     if args.fresh and (args.resume or args.go_on):
         raise errors.UserError(f'--fresh and {"--resume" if args.resume else "--continue"} exclude each other')
@@ -131,6 +134,9 @@ def start(sess, model, save, args, parallel, interrupt, images):
     parallel.start(sess, [tf1.global_variables_initializer(), tf1.local_variables_initializer()],
                    lambda: interrupt.signal)
     checkpoint = args.resume or backup.find(training=True)
+    if checkpoint and args.init:
+        raise errors.UserError(f'--init starts a new run, but {config.BACKUP_DIR}/ holds {checkpoint}: add --fresh '
+                               f'(which moves it aside) or leave out --init to resume it')
     if checkpoint:
         backup.restore(sess, save.saver, checkpoint, optional=graphs.ADDED_STATE, training=True)
         phase, epoch, epoch_step, step = model.state(sess)
@@ -141,6 +147,11 @@ def start(sess, model, save, args, parallel, interrupt, images):
             go_on(sess, model)
     elif args.go_on:
         raise errors.UserError(f'--continue: {config.BACKUP_DIR}/ holds no save to go on from')
+    elif args.init:
+        shipped.restore_into(sess, tf1.global_variables(), args.init)
+        phase, epoch, _, step = model.state(sess)
+        print(f'started from {args.init}: phase {phase}, epoch {epoch + 1}, step {step}; optimizers and '
+              f'discriminators afresh')
     else:
         sess.run(model.set_mean_pixel, {model.mean_pixel_value: data.mean_pixel(images)})
     parallel.agree(sess, False, False, model.state(sess)[3])

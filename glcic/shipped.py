@@ -86,3 +86,14 @@ def restore(sess, variables, weights):
             raise UserError(f'{weights}: {variable.op.name} is {value.shape}, the graph needs '
                             f'{tuple(variable.shape)}: restore it with git checkout -- {weights}')
         variable.load(value.astype(variable.dtype.as_numpy_dtype), sess)
+
+
+def restore_into(sess, variables, weights):
+    """restore() into those of `variables` that `weights` holds (a training graph holds more)."""
+    try:
+        with np.load(weights) as stored:
+            names = set(stored.files)
+    except (OSError, ValueError) as error:
+        raise UserError(f'{weights} is not a saved completion network ({error}): experiments/ship_model.py '
+                        f'writes one')
+    restore(sess, [v for v in variables if v.op.name in names], weights)

@@ -167,3 +167,31 @@ def test_it_beats_telea_on_the_public_domain_face(restore_config):
     ours = evaluate.hole_psnr(completed, truth, masks).mean()
     telea = evaluate.hole_psnr(evaluate.telea(masked, masks), truth, masks).mean()
     assert ours > telea, (ours, telea)
+
+
+def test_a_new_run_starts_from_a_saved_completion_network(tmp_path, capsys, restore_config):
+    """train.py --init: the network, its epoch and phase go on; a run with saves refuses it."""
+    import to_npy
+    from conftest import tiny_args, train_in_process
+    to_npy.main(['--demo', '40', *tiny_args(tmp_path)])
+    assert train_in_process(tmp_path, capsys, '--PRETRAIN_EPOCH=3', '--MAX_EPOCH=1')[0] == 0
+    backup.apply_run_config([f'--BACKUP_DIR={tmp_path}/backup'])
+    with tf.Graph().as_default():
+        model = graphs.Inference()
+        with replicas.make_session() as sess:
+            tf1.train.Saver(model.variables).restore(sess, backup.find(backup.LATEST))
+            shipped.save(sess, model.variables, str(tmp_path / 'net'), 'a tiny network')
+            saved = {v.op.name: value for v, value in zip(model.variables, sess.run(model.variables))}
+    weights = str(tmp_path / 'net' / shipped.WEIGHTS)
+    with pytest.raises(UserError, match='--init starts a new run'):
+        train_in_process(tmp_path, capsys, '--PRETRAIN_EPOCH=3', '--MAX_EPOCH=2', '--init', weights)
+    status, printed = train_in_process(tmp_path, capsys, '--PRETRAIN_EPOCH=3', '--MAX_EPOCH=1', '--fresh',
+                                       '--init', weights)
+    assert status == 0 and f'started from {weights}: phase 1, epoch 2, step 4' in printed
+    assert 'reached MAX_EPOCH=1' in printed  # its epoch came along: nothing left to train
+    reader = tf1.train.NewCheckpointReader(backup.find(backup.LATEST))
+    for name, value in saved.items():
+        if '/moving_' in name:
+            continue  # re-estimated before the save (BN_RECALIBRATE_BATCHES)
+        want = value.astype(np.float16).astype(value.dtype) if value.dtype == np.float32 else value
+        assert np.array_equal(reader.get_tensor(name), want), name
