@@ -76,8 +76,14 @@ def pick_images(paths, count):
     order = data.stream('pick').permutation(len(paths))
     images, skipped = [], {}
     workers = max(1, min(os.cpu_count() or 1, len(paths) // 64 + 1))
-    with multiprocessing.Pool(workers, _init_worker, (config.as_dict(),)) as pool, \
-            tqdm(total=min(count, len(paths)), unit='img', desc='decoding') as bar:
+    # The workers are forked ignoring Ctrl-C: one still starting when it comes would die of it
+    # and could leave the pool's shutdown waiting for it.
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        pool = multiprocessing.Pool(workers, _init_worker, (config.as_dict(),))
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    with pool, tqdm(total=min(count, len(paths)), unit='img', desc='decoding') as bar:
         for path, img, reason in pool.imap(_load, (paths[i] for i in order), chunksize=32):
             if img is None:
                 skipped[path] = reason
