@@ -69,22 +69,24 @@ def save(sess, variables, folder, description, extra=None):
     return worst
 
 
-def restore(sess, variables, weights):
-    """Load the shipped float16 values into `variables` (as float32: exactly the stored numbers)."""
+def restore(sess, variables, weights, way_out=None):
+    """Load the shipped float16 values into `variables` (as float32: exactly the stored numbers).
+    way_out: what a damaged or foreign file's message tells to do."""
+    way_out = way_out or f'restore it with git checkout -- {weights}'
     try:
         with np.load(weights) as stored:
             values = {name: stored[name] for name in stored.files}
     except (OSError, ValueError) as error:
-        raise UserError(f'{weights} is damaged ({error}): restore it with git checkout -- {weights}')
+        raise UserError(f'{weights} is damaged ({error}): {way_out}')
     names = {v.op.name for v in variables}
     if set(values) != names:
         raise UserError(f'{weights} does not match this graph (differs in '
-                        f'{sorted(set(values) ^ names)[:3]}): restore it with git checkout -- {weights}')
+                        f'{sorted(set(values) ^ names)[:3]}): {way_out}')
     for variable in variables:
         value = values[variable.op.name]
         if tuple(value.shape) != tuple(variable.shape):
             raise UserError(f'{weights}: {variable.op.name} is {value.shape}, the graph needs '
-                            f'{tuple(variable.shape)}: restore it with git checkout -- {weights}')
+                            f'{tuple(variable.shape)}: {way_out}')
         variable.load(value.astype(variable.dtype.as_numpy_dtype), sess)
 
 
@@ -96,4 +98,5 @@ def restore_into(sess, variables, weights):
     except (OSError, ValueError) as error:
         raise UserError(f'{weights} is not a saved completion network ({error}): experiments/ship_model.py '
                         f'writes one')
-    restore(sess, [v for v in variables if v.op.name in names], weights)
+    restore(sess, [v for v in variables if v.op.name in names], weights,
+            'write it again with experiments/ship_model.py from a checkpoint of the same architecture')
