@@ -39,11 +39,14 @@ def _log_ratio(a, b):
     return np.log((a + 1.0) / (b + 1.0))
 
 
-def features(images, masks, side=PATCH):
+def features(images, masks, side=None):
     """The critic's view of each hole: float32 [N, 337] from uint8 images [N,H,W,3] and masks
-    [N,H,W,1] (one hole each). `side`: least side of the patch cut around the hole, px."""
+    [N,H,W,1] (one hole each). `side`: least side of the patch cut around the hole, px; by
+    default half the image's, so the patch frames the same share of a face at every size."""
+    images = np.asarray(images, np.uint8)
+    side = side or images.shape[1] // 2
     out = []
-    for image, hole in zip(np.asarray(images, np.uint8), np.asarray(masks)[..., 0] > 0.5):
+    for image, hole in zip(images, np.asarray(masks)[..., 0] > 0.5):
         if not hole.any():
             raise ValueError('realism.features: an image has no hole')
         top, left, size = _box(hole, side)
