@@ -19,6 +19,7 @@ import filelock
 import tensorflow as tf
 
 import config
+import network
 from glcic import atomic, shipped
 from glcic.errors import UserError, tf_reason
 
@@ -243,13 +244,14 @@ def write_run_config():
     atomic.write_json(_path('config.json'), config.as_dict())
 
 
-def check_compatible(saved, way_out):
+def check_compatible(saved, way_out, folder=None):
     """A checkpoint only restores into the graph it was saved from: raise if a key of
-    ARCHITECTURE_KEYS differs. way_out: what to do, with {key}, {saved} and {now} filled in."""
+    ARCHITECTURE_KEYS differs from `saved`, the config.json of `folder` (BACKUP_DIR).
+    way_out: what to do, with {key}, {saved} and {now} filled in."""
     for key in config.ARCHITECTURE_KEYS:
         now = getattr(config, key)
         if key in saved and saved[key] != now:
-            raise UserError(f'{config.BACKUP_DIR}/ was trained with {key}={saved[key]!r} but the '
+            raise UserError(f'{folder or config.BACKUP_DIR}/ was trained with {key}={saved[key]!r} but the '
                             f'config says {key}={now!r}; '
                             + way_out.format(key=key, saved=saved[key], now=now))
 
@@ -399,6 +401,7 @@ def restore(sess, saver, path, optional=(), training=False):
     if not os.path.exists(f'{path}.index'):
         raise UserError(f'no checkpoint {path} ({path}.index is missing)')
     try:
+        _check_shapes(sess.graph, path, training)
         missing = _missing(path, optional)
         if missing:
             kept = [v for v in tf1.global_variables() if v not in missing]
@@ -410,6 +413,46 @@ def restore(sess, saver, path, optional=(), training=False):
         damaged = _damaged_file(path, error)
         what = f'{damaged} is damaged' if damaged else f'checkpoint {path} does not match this graph'
         raise UserError(f'{what} ({tf_reason(error)}); nothing was changed: {_way_out(path, training)}')
+
+
+def _check_shapes(graph, path, training):
+    """Raise if checkpoint `path` holds a variable of `graph` in another shape: the Saver would
+    load it all the same (a resource variable takes any shape) and the first step would fail."""
+    held = tf1.train.NewCheckpointReader(path).get_variable_to_shape_map()
+    for variable in graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES):
+        name, needed = variable.op.name, variable.shape.as_list()
+        if name in held and list(held[name]) != needed:
+            raise UserError(f'checkpoint {path} does not fit this graph: it holds {name} as '
+                            f'{list(held[name])}, the graph needs {needed}; nothing was changed: '
+                            + _other_architecture(path, held, training))
+
+
+def _other_architecture(path, held, training):
+    """The way out for a checkpoint built with other ARCHITECTURE_KEYS values than config's: give
+    those it was trained with, as its own config.json says them and its generator's shapes show them."""
+    try:
+        saved = read_run_config(os.path.dirname(os.path.abspath(path))) or {}
+    except UserError:
+        saved = {}  # a damaged config.json beside it: the shapes alone
+    built = {key: saved[key] for key in config.ARCHITECTURE_KEYS if key in saved}
+    built.update(network.architecture_of(held, (config.WIDTH, built.get('WIDTH'))))  # the shapes win
+    differ = {key: value for key, value in built.items() if value != getattr(config, key)}
+    now = _listed({key: getattr(config, key) for key in config.ARCHITECTURE_KEYS})
+    if training:
+        if differ:
+            return f'it was trained with {_listed(differ)}: pass {_listed(differ, "--")} to resume it, or --fresh'
+        return f'it was trained with other values than {now}: pass the ones it was trained with, or --fresh'
+    where = os.path.join(config.BACKUP_DIR, 'config.json')  # test.py, export.py, app.py take the architecture from it
+    if differ:
+        return (f'it was trained with {_listed(differ)}: write '
+                + ', '.join(f'"{key}": {json.dumps(value)}' for key, value in differ.items()) + f' in {where}')
+    return (f'it was trained with other values than {now} ({where}): write the ones it was trained with '
+            f'there, or train anew with python train.py --fresh')
+
+
+def _listed(values, prefix=''):
+    """{'WIDTH': 8} -> 'WIDTH=8' (with prefix '--': '--WIDTH=8')."""
+    return ' '.join(f'{prefix}{key}={value!r}' for key, value in values.items())
 
 
 def _missing(path, optional):

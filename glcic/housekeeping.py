@@ -71,9 +71,12 @@ def take_over(args, parallel):
     """The lock (returned: hold it until the process ends; None on the other workers), a crash's
     leftovers, --fresh, OUTPUT_DIR's ownership, and the saved run's settings against these."""
     lock = take_over_files(args) if parallel.chief else None
-    saved = backup.read_run_config()
-    if saved and (args.resume or backup.find(training=True)):
-        backup.check_compatible(saved, 'pass --{key}={saved!r} to resume, or --fresh to start a new run')
+    checkpoint = args.resume or backup.find(training=True)
+    # The settings saved beside the checkpoint to restore, which --resume may take from another folder.
+    folder = (os.path.dirname(args.resume) or '.') if args.resume else config.BACKUP_DIR
+    saved = backup.read_run_config(folder) if checkpoint else None
+    if saved:
+        backup.check_compatible(saved, 'pass --{key}={saved!r} to resume it, or --fresh to start a new run', folder)
         changed = backup.changed_settings(saved)
         if changed:  # allowed (e.g. a smaller batch after running out of memory), but say so
             print(f'note: resuming with other settings than the saved run: {", ".join(changed)}')
