@@ -1,6 +1,7 @@
-"""The third round of hostile inputs (issue 39, item 5): a checkpoint of another architecture
+"""The third round of hostile inputs (issue 39, items 5 and 6): a checkpoint of another architecture
 is one line naming the checkpoint, the variable, both shapes and the setting to give, in train.py,
-test.py, export.py and app.py alike, with nothing changed."""
+test.py, export.py and app.py alike, with nothing changed; a project folder that was moved or
+renamed resumes, while another run's output/ is still refused."""
 import gc
 import glob
 import importlib.util
@@ -18,7 +19,7 @@ import export
 import network
 import to_npy
 import train
-from glcic import backup, errors, graphs
+from glcic import backup, errors, graphs, plots
 from conftest import ROOT, TINY, tiny_args, tiny_graph, train_in_process
 
 # Loaded from its path: `import test` could find Python's own test package instead.
@@ -177,3 +178,110 @@ def test_the_generator_s_shapes_give_its_width_and_mask_channel(width, mask_chan
         shapes = {v.op.name: v.shape.as_list() for v in graphs.Inference().variables}
     assert network.architecture_of(shapes, prefer) == {'MASK_CHANNEL': mask_channel, 'WIDTH': found}
     assert network.architecture_of({'state/step': []}) == {}
+
+
+# --- 6. a moved or renamed project folder resumes; another run's output/ is still refused ---
+
+HERE = [f'--{key}={value}' for key, value in TINY.items()] + [
+    '--NPY_DIR=data/npy', '--BACKUP_DIR=backup', '--OUTPUT_DIR=output', '--IMAGE_DIR=data/images']
+
+
+def project(folder, monkeypatch):
+    """A project folder with 20 prepared faces (2 steps an epoch), the current folder from now on."""
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    to_npy.main(['--demo', '20', *HERE])
+    return folder
+
+
+def train_here(capsys, *args):
+    """train.main in the current folder with its default relative paths, as `python train.py` runs."""
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with tf.Graph().as_default():
+            status = train.main([*HERE, *args])
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        gc.collect()  # main()'s frames may still hold BACKUP_DIR's lock file
+    return status, capsys.readouterr().out
+
+
+def epochs_in(folder):
+    return [int(row['epoch']) for row in plots.read_rows(str(folder / 'output' / 'loss.csv'))]
+
+
+def test_a_renamed_project_folder_resumes(tmp_path, monkeypatch, capsys):
+    project(tmp_path / 'projA', monkeypatch)
+    assert train_here(capsys, '--MAX_EPOCH=1')[0] == 0
+    os.rename(tmp_path / 'projA', tmp_path / 'projB')
+    monkeypatch.chdir(tmp_path / 'projB')
+    status, printed = train_here(capsys, '--MAX_EPOCH=2')
+    assert status == 0 and 'resumed backup/latest-2: phase 1, epoch 2' in printed, printed
+    assert epochs_in(tmp_path / 'projB') == [1, 2]
+    owner = json.loads((tmp_path / 'projB' / 'output' / backup.OWNER).read_text())
+    assert owner['BACKUP_DIR'] == str(tmp_path / 'projB' / 'backup')
+    assert owner[backup.RUN_ID] == json.loads((tmp_path / 'projB' / 'backup' / 'config.json').read_text())[
+        backup.RUN_ID]
+
+    # Going back splits the run in two: the saves moved aside, and their copy of the losses, get an id of their own.
+    status, printed = train_here(capsys, '--MAX_EPOCH=1', '--resume', 'backup/latest-2')
+    assert status == 0 and 'going back to backup/latest-2' in printed
+    previous, = glob.glob('backup/previous-*')
+    outputs, = glob.glob('output/previous-*')
+    ids = {path: json.loads(open(path).read())[backup.RUN_ID] for path in (
+        'backup/config.json', f'{previous}/config.json', 'output/run.json', f'{outputs}/run.json')}
+    assert ids['backup/config.json'] == ids['output/run.json'] != ids[f'{previous}/config.json']
+    assert ids[f'{previous}/config.json'] == ids[f'{outputs}/run.json']
+
+    # backup/ alone renamed: the run id and the loss rows still go with it.
+    os.rename('backup', 'saves')
+    status, printed = train_here(capsys, '--BACKUP_DIR=saves', '--MAX_EPOCH=2')
+    assert status == 0 and 'resumed saves/latest-2: phase 1, epoch 2' in printed, printed
+    assert epochs_in(tmp_path / 'projB') == [1, 2]
+
+
+def test_a_project_folder_moved_with_an_older_versions_run_json_resumes(tmp_path, monkeypatch, capsys):
+    """Older versions wrote run.json with the full path of backup/ and no run id."""
+    project(tmp_path / 'projA', monkeypatch)
+    assert train_here(capsys, '--MAX_EPOCH=1')[0] == 0
+    old = {'BACKUP_DIR': str(tmp_path / 'projA' / 'backup')}
+    (tmp_path / 'projA' / 'output' / backup.OWNER).write_text(json.dumps(old))
+    saved = json.loads((tmp_path / 'projA' / 'backup' / 'config.json').read_text())
+    saved.pop('run_id', None)
+    (tmp_path / 'projA' / 'backup' / 'config.json').write_text(json.dumps(saved))
+    (tmp_path / 'elsewhere').mkdir()
+    os.rename(tmp_path / 'projA', tmp_path / 'elsewhere' / 'projB')
+    monkeypatch.chdir(tmp_path / 'elsewhere' / 'projB')
+    status, printed = train_here(capsys, '--MAX_EPOCH=2')
+    assert status == 0 and 'resumed backup/latest-2: phase 1, epoch 2' in printed, printed
+    assert epochs_in(tmp_path / 'elsewhere' / 'projB') == [1, 2]
+
+
+def test_another_runs_output_is_still_refused(tmp_path, monkeypatch, capsys):
+    """A copy of backup/ beside the original, sharing its output/; and another run's backup/ put in
+    the place of this one's: both refused, nothing changed."""
+    other = project(tmp_path / 'other', monkeypatch)
+    assert train_here(capsys, '--MAX_EPOCH=1')[0] == 0
+    mine = project(tmp_path / 'mine', monkeypatch)
+    assert train_here(capsys, '--MAX_EPOCH=1')[0] == 0
+
+    shutil.copytree(mine / 'backup', mine / 'copy', ignore=shutil.ignore_patterns('train.lock'))
+    before = files(mine)
+    with pytest.raises(errors.UserError) as error:
+        train_here(capsys, '--MAX_EPOCH=2', '--BACKUP_DIR=copy')
+    assert str(error.value) == (f'output/loss.csv holds the losses of the run in {mine}/backup, not of this one '
+                                f'(copy); nothing was changed: give this run its own --OUTPUT_DIR=copy-output')
+    del error
+    assert files(mine) == before
+
+    shutil.rmtree(mine / 'backup')
+    shutil.copytree(other / 'backup', mine / 'backup', ignore=shutil.ignore_patterns('train.lock'))
+    before = files(mine)
+    with pytest.raises(errors.UserError) as error:
+        train_here(capsys, '--MAX_EPOCH=2')
+    assert str(error.value) == (f'output/loss.csv holds the losses of an earlier run in {mine}/backup (its run id '
+                                f'is not this one\'s), not of this one (backup); nothing was changed: give this '
+                                f'run its own --OUTPUT_DIR=backup-output')
+    del error
+    assert files(mine) == before
