@@ -51,6 +51,24 @@ def width(channels):
     return max(1, channels // config.WIDTH)
 
 
+def architecture_of(shapes, prefer=()):
+    """MASK_CHANNEL and WIDTH as a checkpoint's generator shows them, from its {variable name: shape}
+    ({} without a generator): the first layer's input channels, and a WIDTH that gives every
+    convolution but the last (the RGB output) its channels: the first of `prefer` that does (several
+    give the same channels, e.g. 52 to 64), else the smallest."""
+    first = shapes.get('generator/conv1/w')
+    if first is None or len(first) != 4:
+        return {}
+    found = {'MASK_CHANNEL': first[2] == 4}  # image + mask, or the image alone
+    convs = [(f'generator/{kind}{i}/w', channels) for i, (kind, channels, _, _) in enumerate(GENERATOR[:-1], 1)
+             if kind in ('conv', 'dilated')]  # [k,k,in,out]; a deconvolution's is [k,k,out,in]
+    widths = [w for w in range(1, max(c for _, c in convs) + 1)
+              if all(list(shapes.get(name, []))[-1:] == [max(1, c // w)] for name, c in convs)]
+    if widths:
+        found['WIDTH'] = next((w for w in prefer if w in widths), widths[0])
+    return found
+
+
 def _bn_relu(x, training, name, stats):
     return tf.nn.relu(layer.batch_norm(x, training, name, config.BN_EPSILON, stats))
 

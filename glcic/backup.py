@@ -14,18 +14,21 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
 
 import filelock
 import tensorflow as tf
 
 import config
+import network
 from glcic import atomic, shipped
 from glcic.errors import UserError, tf_reason
 
 tf1 = tf.compat.v1
 LATEST, PRETRAINED = 'latest', 'pretrained'
 BEST = 'best'  # phase 3's most realistic epoch on the validation faces (train.py's stop rule)
-OWNER = 'run.json'  # in OUTPUT_DIR: the BACKUP_DIR of the run whose files these are
+OWNER = 'run.json'  # in OUTPUT_DIR: the BACKUP_DIR and the id of the run whose files these are
+RUN_ID = 'run_id'  # in config.json and run.json: a random id each new run gets, kept by a move or a copy
 RUN_OUTPUTS = ('loss.csv', 'loss.png', 'logs', OWNER)  # with epoch_NNNN.png: a run's files in OUTPUT_DIR
 NEWER_KEYS = {'WIDTH': 1}  # settings newer than some config.json files: the value those runs had
 
@@ -138,6 +141,7 @@ def move_newer_aside(checkpoint, step):
     previous = _move_into_previous(config.BACKUP_DIR, files, datetime.datetime.now().strftime('%Y%m%d-%H%M%S'))
     if os.path.exists(_path('config.json')):
         shutil.copy2(_path('config.json'), previous)
+        _renew_run_id(previous)  # the saves moved aside go on as a run of their own
     moved = sorted((os.path.basename(p) for p in newer if _step(p) is not None), key=_step)
     _write_list(previous, moved)
     _write_list(config.BACKUP_DIR, sorted((os.path.basename(p) for p in _saves()), key=_step))
@@ -175,30 +179,95 @@ def copy_outputs_aside(previous, epoch):
     return target
 
 
-def read_owner():
-    """Real path of the BACKUP_DIR whose run wrote OUTPUT_DIR's files (loss.csv...), or None if unknown.
-    Without a record (older versions wrote none): this BACKUP_DIR if its config.json names OUTPUT_DIR."""
+def _owner_record():
+    """OUTPUT_DIR's run.json as a dict, or None if there is none."""
     path = os.path.join(config.OUTPUT_DIR, OWNER)
     if not os.path.exists(path):
-        saved = read_run_config() or {}
-        named = os.path.realpath(saved['OUTPUT_DIR']) if isinstance(saved.get('OUTPUT_DIR'), str) else None
-        return os.path.realpath(config.BACKUP_DIR) if named == os.path.realpath(config.OUTPUT_DIR) else None
+        return None
     try:
         with open(path) as f:
-            return os.path.realpath(json.load(f)['BACKUP_DIR'])
+            record = json.load(f)
+        if not isinstance(record['BACKUP_DIR'], str):
+            raise TypeError('BACKUP_DIR is not a path')
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise UserError(f'{path} is unreadable ({error!r}); it names the BACKUP_DIR whose run wrote '
                         f'loss.csv beside it: restore it, or move loss.csv away')
+    return record
+
+
+def read_owner():
+    """Real path of the BACKUP_DIR whose run wrote OUTPUT_DIR's files (loss.csv...), or None if unknown.
+    Without a record (older versions wrote none): this BACKUP_DIR if its config.json names OUTPUT_DIR."""
+    record = _owner_record()
+    if record is None:
+        saved = read_run_config() or {}
+        named = os.path.realpath(saved['OUTPUT_DIR']) if isinstance(saved.get('OUTPUT_DIR'), str) else None
+        return os.path.realpath(config.BACKUP_DIR) if named == os.path.realpath(config.OUTPUT_DIR) else None
+    return os.path.realpath(record['BACKUP_DIR'])
+
+
+def owns_outputs():
+    """Whether OUTPUT_DIR's files (loss.csv...) are this BACKUP_DIR's run's.
+
+    run.json names their run's folder by its path and by its path from OUTPUT_DIR (which holds
+    when the project folder is moved or renamed), and gives the run's id. They are this run's if
+    the ids agree and a path names this folder, or no longer names a folder that holds that run
+    (the folder moved). A run.json of older versions, with no id, is this run's if its path names
+    this folder, or names none any more while this BACKUP_DIR's config.json names OUTPUT_DIR."""
+    here = os.path.realpath(config.BACKUP_DIR)
+    record = _owner_record()
+    if record is None:
+        return read_owner() == here
+    theirs, mine = record.get(RUN_ID), run_id()
+    if theirs and mine and theirs != mine:
+        return False
+    output = os.path.realpath(config.OUTPUT_DIR)
+    places = {os.path.realpath(os.path.join(output, record[key])) for key in ('BACKUP_DIR', 'BACKUP_DIR_FROM_OUTPUT')
+              if isinstance(record.get(key), str)}
+    if here in places:
+        return True
+    if any(os.path.isdir(place) and (theirs is None or run_id(place) == theirs) for place in places):
+        return False  # that run's folder is still there: these files are its
+    if theirs:
+        return theirs == mine
+    saved = read_run_config() or {}
+    return isinstance(saved.get('OUTPUT_DIR'), str) and os.path.realpath(saved['OUTPUT_DIR']) == output
 
 
 def write_owner(output_dir=None, backup_dir=None):
-    """Record backup_dir (BACKUP_DIR) as the owner of output_dir's (OUTPUT_DIR's) files."""
+    """Record backup_dir (BACKUP_DIR) and its run's id as the owner of output_dir's (OUTPUT_DIR's) files."""
     output_dir, backup_dir = output_dir or config.OUTPUT_DIR, backup_dir or config.BACKUP_DIR
+    record = {'BACKUP_DIR': os.path.realpath(backup_dir), RUN_ID: run_id(backup_dir)}
     try:
-        atomic.write_json(os.path.join(output_dir, OWNER), {'BACKUP_DIR': os.path.realpath(backup_dir)})
+        record['BACKUP_DIR_FROM_OUTPUT'] = os.path.relpath(record['BACKUP_DIR'], os.path.realpath(output_dir))
+    except ValueError:
+        pass  # on another drive (Windows): the full path alone
+    try:
+        atomic.write_json(os.path.join(output_dir, OWNER), record)
     except OSError as error:
         raise UserError(f'cannot write in {output_dir}/ ({error.strerror}): fix its permissions or set '
                         f'--OUTPUT_DIR to a folder you can write')
+
+
+def run_id(directory=None):
+    """The id in the config.json of directory (BACKUP_DIR), or None: none there, or written before ids."""
+    try:
+        with open(os.path.join(directory or config.BACKUP_DIR, 'config.json')) as f:
+            value = json.load(f).get(RUN_ID)
+    except (OSError, ValueError, AttributeError):
+        return None  # read_run_config says what is wrong with a damaged one
+    return value if isinstance(value, str) else None
+
+
+def _renew_run_id(directory):
+    """Give the run whose config.json is in directory an id of its own (its saves were split off)."""
+    try:
+        with open(os.path.join(directory, 'config.json')) as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return
+    if isinstance(saved, dict):
+        atomic.write_json(os.path.join(directory, 'config.json'), {**saved, RUN_ID: uuid.uuid4().hex})
 
 
 def read_run_config(directory=None):
@@ -240,16 +309,18 @@ def _as_type(value, default):
 
 
 def write_run_config():
-    atomic.write_json(_path('config.json'), config.as_dict())
+    """BACKUP_DIR/config.json: the settings, and the run's id (a new one for a new run)."""
+    atomic.write_json(_path('config.json'), {**config.as_dict(), RUN_ID: run_id() or uuid.uuid4().hex})
 
 
-def check_compatible(saved, way_out):
+def check_compatible(saved, way_out, folder=None):
     """A checkpoint only restores into the graph it was saved from: raise if a key of
-    ARCHITECTURE_KEYS differs. way_out: what to do, with {key}, {saved} and {now} filled in."""
+    ARCHITECTURE_KEYS differs from `saved`, the config.json of `folder` (BACKUP_DIR).
+    way_out: what to do, with {key}, {saved} and {now} filled in."""
     for key in config.ARCHITECTURE_KEYS:
         now = getattr(config, key)
         if key in saved and saved[key] != now:
-            raise UserError(f'{config.BACKUP_DIR}/ was trained with {key}={saved[key]!r} but the '
+            raise UserError(f'{folder or config.BACKUP_DIR}/ was trained with {key}={saved[key]!r} but the '
                             f'config says {key}={now!r}; '
                             + way_out.format(key=key, saved=saved[key], now=now))
 
@@ -399,6 +470,7 @@ def restore(sess, saver, path, optional=(), training=False):
     if not os.path.exists(f'{path}.index'):
         raise UserError(f'no checkpoint {path} ({path}.index is missing)')
     try:
+        _check_shapes(sess.graph, path, training)
         missing = _missing(path, optional)
         if missing:
             kept = [v for v in tf1.global_variables() if v not in missing]
@@ -410,6 +482,46 @@ def restore(sess, saver, path, optional=(), training=False):
         damaged = _damaged_file(path, error)
         what = f'{damaged} is damaged' if damaged else f'checkpoint {path} does not match this graph'
         raise UserError(f'{what} ({tf_reason(error)}); nothing was changed: {_way_out(path, training)}')
+
+
+def _check_shapes(graph, path, training):
+    """Raise if checkpoint `path` holds a variable of `graph` in another shape: the Saver would
+    load it all the same (a resource variable takes any shape) and the first step would fail."""
+    held = tf1.train.NewCheckpointReader(path).get_variable_to_shape_map()
+    for variable in graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES):
+        name, needed = variable.op.name, variable.shape.as_list()
+        if name in held and list(held[name]) != needed:
+            raise UserError(f'checkpoint {path} does not fit this graph: it holds {name} as '
+                            f'{list(held[name])}, the graph needs {needed}; nothing was changed: '
+                            + _other_architecture(path, held, training))
+
+
+def _other_architecture(path, held, training):
+    """The way out for a checkpoint built with other ARCHITECTURE_KEYS values than config's: give
+    those it was trained with, as its own config.json says them and its generator's shapes show them."""
+    try:
+        saved = read_run_config(os.path.dirname(os.path.abspath(path))) or {}
+    except UserError:
+        saved = {}  # a damaged config.json beside it: the shapes alone
+    built = {key: saved[key] for key in config.ARCHITECTURE_KEYS if key in saved}
+    built.update(network.architecture_of(held, (config.WIDTH, built.get('WIDTH'))))  # the shapes win
+    differ = {key: value for key, value in built.items() if value != getattr(config, key)}
+    now = _listed({key: getattr(config, key) for key in config.ARCHITECTURE_KEYS})
+    if training:
+        if differ:
+            return f'it was trained with {_listed(differ)}: pass {_listed(differ, "--")} to resume it, or --fresh'
+        return f'it was trained with other values than {now}: pass the ones it was trained with, or --fresh'
+    where = os.path.join(config.BACKUP_DIR, 'config.json')  # test.py, export.py, app.py take the architecture from it
+    if differ:
+        return (f'it was trained with {_listed(differ)}: write '
+                + ', '.join(f'"{key}": {json.dumps(value)}' for key, value in differ.items()) + f' in {where}')
+    return (f'it was trained with other values than {now} ({where}): write the ones it was trained with '
+            f'there, or train anew with python train.py --fresh')
+
+
+def _listed(values, prefix=''):
+    """{'WIDTH': 8} -> 'WIDTH=8' (with prefix '--': '--WIDTH=8')."""
+    return ' '.join(f'{prefix}{key}={value!r}' for key, value in values.items())
 
 
 def _missing(path, optional):

@@ -71,9 +71,12 @@ def take_over(args, parallel):
     """The lock (returned: hold it until the process ends; None on the other workers), a crash's
     leftovers, --fresh, OUTPUT_DIR's ownership, and the saved run's settings against these."""
     lock = take_over_files(args) if parallel.chief else None
-    saved = backup.read_run_config()
-    if saved and (args.resume or backup.find(training=True)):
-        backup.check_compatible(saved, 'pass --{key}={saved!r} to resume, or --fresh to start a new run')
+    checkpoint = args.resume or backup.find(training=True)
+    # The settings saved beside the checkpoint to restore, which --resume may take from another folder.
+    folder = (os.path.dirname(args.resume) or '.') if args.resume else config.BACKUP_DIR
+    saved = backup.read_run_config(folder) if checkpoint else None
+    if saved:
+        backup.check_compatible(saved, 'pass --{key}={saved!r} to resume it, or --fresh to start a new run', folder)
         changed = backup.changed_settings(saved)
         if changed:  # allowed (e.g. a smaller batch after running out of memory), but say so
             print(f'note: resuming with other settings than the saved run: {", ".join(changed)}')
@@ -102,16 +105,16 @@ def take_over_files(args):
 def claim_outputs():
     """Refuse an OUTPUT_DIR whose loss.csv holds another run's rows: LossLog would cut them to
     this run's epoch."""
-    if plots.read_rows(os.path.join(config.OUTPUT_DIR, 'loss.csv')):
-        owner = backup.read_owner()
-        if owner != os.path.realpath(config.BACKUP_DIR):
-            own = os.path.join(os.path.dirname(os.path.normpath(config.BACKUP_DIR)), 'output')
-            if os.path.realpath(own) == os.path.realpath(config.OUTPUT_DIR):
-                own = os.path.normpath(config.BACKUP_DIR) + '-output'
-            raise errors.UserError(f'{config.OUTPUT_DIR}/loss.csv holds the losses of '
-                                   f'{f"the run in {owner}" if owner else "another run"}, not of this one '
-                                   f'({config.BACKUP_DIR}); nothing was changed: give this run its own '
-                                   f'--OUTPUT_DIR={own}')
+    if not plots.read_rows(os.path.join(config.OUTPUT_DIR, 'loss.csv')) or backup.owns_outputs():
+        return
+    owner = backup.read_owner()
+    whose = ('another run' if not owner else f'the run in {owner}' if owner != os.path.realpath(config.BACKUP_DIR)
+             else f'an earlier run in {owner} (its run id is not this one\'s)')
+    own = os.path.join(os.path.dirname(os.path.normpath(config.BACKUP_DIR)), 'output')
+    if os.path.realpath(own) == os.path.realpath(config.OUTPUT_DIR):
+        own = os.path.normpath(config.BACKUP_DIR) + '-output'
+    raise errors.UserError(f'{config.OUTPUT_DIR}/loss.csv holds the losses of {whose}, not of this one '
+                           f'({config.BACKUP_DIR}); nothing was changed: give this run its own --OUTPUT_DIR={own}')
 
 
 def describe_device(parallel):
