@@ -175,7 +175,7 @@ def keep_newer(saver, checkpoint, epoch, step):
 def go_on(sess, model):
     """--continue: a run that met its stop rule goes on in phase 3 from its final save, to MAX_EPOCH."""
     phase, epoch, _, _ = model.state(sess)
-    if phase != graphs.DONE:
+    if phase != graphs.STOPPED:
         print('note: --continue: this run has not met its stop rule; it goes on as without --continue')
         return
     if epoch >= config.MAX_EPOCH:

@@ -295,7 +295,7 @@ def test_a_full_output_dir_in_test_py_is_one_line_and_lists_no_missing_grid(chec
 # --- 10. a run that met its stop rule goes on with --continue ---
 
 def mark_done(folder):
-    """Set the newest save's phase to graphs.DONE, as the stop rule's last epoch saves it."""
+    """Set the newest save's phase to graphs.STOPPED, as the stop rule's last epoch saves it."""
     tf1 = tf.compat.v1
     config.set_values(TINY)
     model, sess = tiny_graph()
@@ -303,7 +303,7 @@ def mark_done(folder):
         saver = tf1.train.Saver()
         path = tf1.train.latest_checkpoint(str(folder / 'backup'))
         saver.restore(sess, path)
-        sess.run(model.set_phase, {model.phase_value: graphs.DONE})
+        sess.run(model.set_phase, {model.phase_value: graphs.STOPPED})
         saver.save(sess, path, write_meta_graph=False, write_state=False)
     sess.close()
     return path
