@@ -12,7 +12,7 @@ import config
 import layer
 import network
 from glcic import backup, data, errors, graphs, synthetic
-from conftest import run_script, tiny_args
+from conftest import run_script, tiny_args, tiny_graph
 
 tf1 = tf.compat.v1
 
@@ -194,6 +194,39 @@ def test_phases_train_only_their_network(tiny_config):
         d_changed = any(not np.array_equal(a, b) for a, b in zip(d0, d1))
         assert (g_changed, d_changed) == ('g' in changes, 'd' in changes), phase
     assert model.state(sess)[3] == 3
+
+
+def test_create_model_alone_steps_every_phase_as_training_does(tiny_config):
+    """graphs.create_model on its own inputs, no Training around it, makes the same updates as
+    Training's train ops from the same weights: Training only wraps it."""
+    model, sess = tiny_graph()
+    images, masks, corners = tiny_batch()
+    variables = model.g_vars + model.d_vars
+    start = dict(zip((v.op.name for v in variables), sess.run(variables)))
+    size = config.IMAGE_SIZE
+    graph = tf.Graph()
+    with graph.as_default():
+        fed = (tf1.placeholder(tf.uint8, [None, size, size, 3]), tf1.placeholder(tf.float32, [None, size, size, 1]),
+               tf1.placeholder(tf.int32, [None, 2]))
+        alone = graphs.create_model(graphs.to_float(fed[0]), fed[1], fed[2], fed[2], tf.zeros([3]))
+        trained = tf1.trainable_variables()
+        settings = tf1.ConfigProto()
+        settings.graph_options.rewrite_options.disable_meta_optimizer = True  # as tiny_graph's session
+        alone_sess = tf1.Session(graph=graph, config=settings)
+        alone_sess.run(tf1.global_variables_initializer())
+        for v in trained:
+            v.load(start[v.op.name], alone_sess)
+    assert {phase: set(p.losses) for phase, p in alone.phases.items()} == {
+        1: {'mse'}, 2: {'mse', 'd_loss'}, 3: {'mse', 'd_loss', 'g_adv'}}
+    for phase in (1, 2, 3):
+        _, want_losses = sess.run([model.train_ops[phase], model.losses[phase]], model.feed(images, masks, corners))
+        _, got_losses = alone_sess.run([alone.phases[phase].train, alone.phases[phase].losses],
+                                       dict(zip(fed, (images, masks, corners))))
+        want = dict(zip((v.op.name for v in variables), sess.run(variables)))
+        got = dict(zip((v.op.name for v in trained), alone_sess.run(trained)))
+        assert got_losses == want_losses and got.keys() == want.keys()
+        assert all(np.array_equal(got[name], want[name]) for name in want), phase
+        assert any(not np.array_equal(got[name], start[name]) for name in got), phase
 
 
 def test_completion_keeps_known_pixels_and_crops_the_hole_patch(tiny_config):
