@@ -285,7 +285,7 @@ def test_a_full_output_dir_in_test_py_is_one_line_and_lists_no_missing_grid(chec
     monkeypatch.setattr(atomic, 'replace', replace)
     out = tmp_path / 'output' / 'test'
     with pytest.raises(errors.UserError) as error:
-        script.main([f'--BACKUP_DIR={checkpoint}/backup', f'--OUTPUT_DIR={tmp_path}/output'])
+        script.main([f'--BACKUP_DIR={checkpoint}/backup', f'--NPY_DIR={checkpoint}/npy', f'--OUTPUT_DIR={tmp_path}/output'])
     assert str(error.value) == (f'could not write in {tmp_path}/output/test/ (No space left on device); free disk '
                                 f'space or fix permissions, then rerun (grids.json lists the grids written)')
     assert json.loads((out / 'grids.json').read_text()) == []

@@ -67,6 +67,34 @@ def test_a_config_json_older_than_width_holds_the_paper_widths(tiny_config, tmp_
         backup.apply_run_config([f'--BACKUP_DIR={tmp_path}', '--WIDTH=8'])
 
 
+def test_a_models_config_json_gives_the_architecture_and_config_py_the_rest(tmp_path):
+    """test.py, export.py and app.py (apply_run_config) take only the architecture from a run's
+    config.json, and its holes only where config.py's cannot fit the model."""
+    mine = config.as_dict()
+    theirs = {'BATCH_SIZE': 2, 'SEED': 7, 'NPY_DIR': 'their/npy', 'OUTPUT_DIR': 'their/output',
+              'LEARNING_RATE': 0.5, 'FLIP': not mine['FLIP'], 'PRESET': 'cpu'}
+    tiny = {'IMAGE_SIZE': 32, 'LOCAL_SIZE': 16, 'MASK_CHANNEL': not mine['MASK_CHANNEL'], 'WIDTH': 8}
+    (tmp_path / 'config.json').write_text(json.dumps({**mine, **theirs, **tiny, 'HOLE_MIN': 4, 'HOLE_MAX': 10}))
+    backup.apply_run_config([f'--BACKUP_DIR={tmp_path}'])
+    assert {key: getattr(config, key) for key in tiny} == tiny
+    assert {key: getattr(config, key) for key in theirs} == {key: mine[key] for key in theirs}
+    assert (config.HOLE_MIN, config.HOLE_MAX) == (4, 10)  # config.py's 24-48 px do not fit a 16 px patch
+
+    config.set_values(mine)  # as each script starts
+    backup.apply_run_config([f'--BACKUP_DIR={tmp_path}', '--HOLE_MIN=2', '--HOLE_MAX=8', '--BATCH_SIZE=3'])
+    assert (config.HOLE_MIN, config.HOLE_MAX, config.BATCH_SIZE) == (2, 8, 3)
+    config.set_values(mine)
+    with pytest.raises(errors.UserError, match=r"HOLE_MAX=20: must be <= LOCAL_SIZE \(16\), the model's in .*"
+                                               r"config.json: give holes that fit it \(it was trained with 4-10 px\)"):
+        backup.apply_run_config([f'--BACKUP_DIR={tmp_path}', '--HOLE_MIN=4', '--HOLE_MAX=20'])
+
+    big = {**tiny, 'IMAGE_SIZE': 128, 'LOCAL_SIZE': 64}  # config.py's holes fit: config.py's, not the run's
+    (tmp_path / 'config.json').write_text(json.dumps({**mine, **big, 'HOLE_MIN': 12, 'HOLE_MAX': 20}))
+    config.set_values(mine)
+    backup.apply_run_config([f'--BACKUP_DIR={tmp_path}'])
+    assert (config.HOLE_MIN, config.HOLE_MAX) == (mine['HOLE_MIN'], mine['HOLE_MAX'])
+
+
 # --- layers ---
 
 @pytest.mark.parametrize('batch, height, width', [(1, 16, 16), (3, 20, 28), (5, 32, 12)])
