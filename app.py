@@ -76,7 +76,7 @@ class Handler:
             found = backup.trained(which)
         except UserError as error:
             return cls(problem=f'{error}. Or the demo: bash demo.sh trains one on synthetic faces in '
-                               f'about 10 minutes on a 2-core CPU. Then restart python app.py.')
+                               f'about 9 minutes on a 2-core CPU. Then restart python app.py.')
         try:
             return cls(nets=inference.Networks(found))
         except UserError as error:
