@@ -70,7 +70,8 @@ def test_a_config_json_older_than_width_holds_the_paper_widths(tiny_config, tmp_
 def test_a_models_config_json_gives_the_architecture_and_config_py_the_rest(tmp_path):
     """test.py, export.py and app.py (apply_run_config) take only the architecture from a run's
     config.json, and its holes only where config.py's cannot fit the model."""
-    mine = config.as_dict()
+    mine = {**config.as_dict(), 'IMAGE_SIZE': 128, 'LOCAL_SIZE': 64, 'HOLE_MIN': 24, 'HOLE_MAX': 48}  # as shipped
+    config.set_values(mine)
     theirs = {'BATCH_SIZE': 2, 'SEED': 7, 'NPY_DIR': 'their/npy', 'OUTPUT_DIR': 'their/output',
               'LEARNING_RATE': 0.5, 'FLIP': not mine['FLIP'], 'PRESET': 'cpu'}
     tiny = {'IMAGE_SIZE': 32, 'LOCAL_SIZE': 16, 'MASK_CHANNEL': not mine['MASK_CHANNEL'], 'WIDTH': 8}
