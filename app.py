@@ -10,10 +10,10 @@ Upload a photo (or pick the example), paint over what should go (or drag across 
 completed by backup/pretrained (completion only), by backup/latest (completion + discriminator)
 and the latter with Poisson blending, each with its time in ms and a download button.
 
-The same path as test.py --image: the networks, settings and architecture come from
-BACKUP_DIR/config.json, inference.complete_photo fills the hole at the photo's own size (or
-with the short side resized), and every pixel outside the hole comes back unchanged. A PNG's
-transparent pixels are a hole too. The networks are restored once at start. The page writes
+The same path as test.py --image: the networks come from BACKUP_DIR, their architecture from its
+config.json, the other settings from config.py; inference.complete_photo fills the hole at the
+photo's own size (or with the short side resized), and every pixel outside the hole comes back
+unchanged. A PNG's transparent pixels are a hole too. The networks are restored once at start. The page writes
 only under OUTPUT_DIR/app/ (uploads and results, deleted after an hour, when the page stops and
 what a stopped page left when one starts).
 """
@@ -76,7 +76,7 @@ class Handler:
             found = backup.trained(which)
         except UserError as error:
             return cls(problem=f'{error}. Or the demo: bash demo.sh trains one on synthetic faces in '
-                               f'about 10 minutes on a 2-core CPU. Then restart python app.py.')
+                               f'about 9 minutes on a 2-core CPU. Then restart python app.py.')
         try:
             return cls(nets=inference.Networks(found))
         except UserError as error:

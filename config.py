@@ -50,7 +50,7 @@ WORKER_WAIT_SECONDS = 600.0  # with TF_CONFIG: how long a worker waits for the o
 SAMPLE_COUNT = 8  # fixed test images in each output/epoch_NNNN.png
 
 # --- presets ---
-PRESET = ''  # '': the values above (the paper's schedule, for a GPU); 'cpu': PRESETS['cpu'] (QUALITY.md)
+PRESET = ''  # '' here (the values above: the paper's schedule, for a GPU); --PRESET=cpu on the command line sets PRESETS['cpu'] (QUALITY.md)
 PRESETS = {
     # 2 hours on a 2-core CPU: smaller steps, phase 1 for the 2 hours (it beat phase 3 there), then 2 and 3.
     'cpu': dict(BATCH_SIZE=8, PRETRAIN_EPOCH=5, D_EPOCH=1),

@@ -18,9 +18,10 @@ Your own photos, at their own resolution (white in the mask = hole):
     python test.py --image photo.jpg --mask mask.png --resize 128 --model pretrained
 An existing output file is replaced only with --overwrite, and never an input.
 
-The architecture, hole sizes and other settings come from BACKUP_DIR/config.json,
-saved by train.py, so the graph always matches the checkpoints; --KEY=value of
-config.py overrides the rest (e.g. --BATCH_SIZE=4, --BACKUP_DIR=runs/a/backup).
+The architecture (config.ARCHITECTURE_KEYS) comes from BACKUP_DIR/config.json, saved
+by train.py, so the graph always matches the checkpoints; config.py and --KEY=value
+decide the rest (e.g. --BATCH_SIZE=4, --BACKUP_DIR=runs/a/backup --NPY_DIR=runs/a/npy).
+Hole sizes that do not fit the model's LOCAL_SIZE are the run's own.
 """
 import argparse
 import collections
@@ -88,7 +89,7 @@ def write_report(out_dir, npy, count, nets, names, means, extra):
 
 def remove_old_grids(out_dir):
     """Delete the grids the last run listed in GRID_LIST, so a run on fewer images leaves none
-    of them behind. Other files are never deleted, whatever OUTPUT_DIR a shared config.json names."""
+    of them behind. Other files are never deleted, even where OUTPUT_DIR is another run's folder."""
     path = os.path.join(out_dir, GRID_LIST)
     try:
         with open(path) as f:

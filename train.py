@@ -134,7 +134,7 @@ def train_epoch(run, phase, epoch):
     sess.run(model.next_epoch)
     stop, best = stop_rule(model, sess) if scored else (None, False)
     if stop:
-        sess.run(model.set_phase, {model.phase_value: graphs.DONE})
+        sess.run(model.set_phase, {model.phase_value: graphs.STOPPED})
     # The row waits in BACKUP_DIR and reaches loss.csv only after the save: a crash or a full
     # disk before the save drops it, one after keeps it (LossLog adds it on resume).
     if run.log:
@@ -176,7 +176,7 @@ def train(run):
     exit status. Each phase's step is one session.run of model.train_ops[phase] (train_step)."""
     sess, model = run.sess, run.model
     phase, epoch, _, _ = model.state(sess)
-    if phase == graphs.DONE:
+    if phase == graphs.STOPPED:
         print(f'this run already met its stop rule (epoch {epoch}): python train.py --continue '
               f'--MAX_EPOCH={epoch + 10} --STOP_LOSS=0 goes on in phase 3 from its final save (without '
               f'--STOP_LOSS=0 the rule may end it again), --fresh starts a new run')

@@ -79,7 +79,7 @@ CURVES = (('hole_psnr', 'hole PSNR (dB), higher is better'),
           ('hole_l1', 'hole L1 (0-255), lower is better'),
           ('sharpness', 'sharpness, 1 = as detailed as the truth'),
           ('identity', 'identity distance, lower is better'))  # drawn when measured (dlib installed)
-DEFAULTS = config.as_dict()  # eval applies each run's config.json on top of these
+DEFAULTS = config.as_dict()  # eval applies each run's architecture, split and holes on top of these
 
 
 def read_json(path, what):
@@ -311,7 +311,9 @@ def evaluate_run(name, root, results_dir, limit, prune, other=None, newest=False
     config.set_values(DEFAULTS)
     saved = backup.read_run_config(backup_dir)
     npy_dir = other[1] if other else saved['NPY_DIR']
-    backup.apply_run_config([f'--BACKUP_DIR={backup_dir}', f'--BATCH_SIZE={EVAL_BATCH}', f'--NPY_DIR={npy_dir}'])
+    # Each run is scored on its own split and on the holes it trained for; test.py would take config.py's.
+    own = [f'--{key}={saved[key]}' for key in ('SEED', 'HOLE_MIN', 'HOLE_MAX') if key in saved]
+    backup.apply_run_config([f'--BACKUP_DIR={backup_dir}', f'--BATCH_SIZE={EVAL_BATCH}', f'--NPY_DIR={npy_dir}', *own])
     if other:
         name = f'{name}@{other[0]}'
     images = data.load_images(data.npy_path('test'))

@@ -326,20 +326,29 @@ def check_compatible(saved, way_out, folder=None):
 
 
 def apply_run_config(argv):
-    """Apply BACKUP_DIR/config.json, then the command line on top; return the other arguments.
+    """Apply the architecture (ARCHITECTURE_KEYS) of BACKUP_DIR/config.json, then the command line
+    on top; return the other arguments. config.py and the command line decide everything else.
 
-    For test.py and other users of a trained model: the architecture comes from the
-    checkpoints' own settings, so overriding one of its keys is an error.
+    For test.py and other users of a trained model: the graph must match the checkpoints, so
+    overriding one of those keys is an error. The hole sizes are config.py's unless they do not
+    fit the model's LOCAL_SIZE (a 64x64 run such as the demo's): then the run's own.
     """
     config.parse_overrides(argv)  # first pass: learn BACKUP_DIR, reject unknown keys early
     saved = read_run_config()
     if saved is None:
         return config.parse_overrides(argv)
-    saved = {k: v for k, v in saved.items() if k in config.keys() and k != 'BACKUP_DIR'}
+    model = {key: saved[key] for key in config.ARCHITECTURE_KEYS if key in saved}
+    holes_given = any(arg.startswith(('--HOLE_MIN=', '--HOLE_MAX=')) for arg in argv)
+    if not holes_given and config.HOLE_MAX > model.get('LOCAL_SIZE', config.LOCAL_SIZE):
+        # config.py's holes do not fit this model's local patch (a 64x64 run such as the demo's)
+        model.update({key: saved[key] for key in ('HOLE_MIN', 'HOLE_MAX') if key in saved})
     try:
-        config.set_values(saved)  # checked as command-line values are
+        config.set_values(model)  # checked as command-line values are
     except config.ConfigError as error:
-        raise UserError(f'{config.BACKUP_DIR}/config.json: {error}; correct it there')
+        if getattr(error, 'key', None) in ('HOLE_MIN', 'HOLE_MAX'):
+            raise UserError(f'{error}, the model\'s in {config.BACKUP_DIR}/config.json: give holes that fit '
+                            f'it (it was trained with {saved.get("HOLE_MIN")}-{saved.get("HOLE_MAX")} px)') from None
+        raise UserError(f'{config.BACKUP_DIR}/config.json: {error}; correct it there') from None
     rest = config.parse_overrides(argv)  # the command line wins
     check_compatible(saved, f'drop --{{key}}={{now!r}} (the architecture comes from '
                             f'{config.BACKUP_DIR}/config.json)')

@@ -178,7 +178,7 @@ def keep_newer(saver, checkpoint, epoch, step):
 def go_on(sess, model):
     """--continue: a run that met its stop rule goes on in phase 3 from its final save, to MAX_EPOCH."""
     phase, epoch, _, _ = model.state(sess)
-    if phase != graphs.DONE:
+    if phase != graphs.STOPPED:
         print('note: --continue: this run has not met its stop rule; it goes on as without --continue')
         return
     if epoch >= config.MAX_EPOCH:
@@ -278,8 +278,8 @@ class Saves:
         self.sess, self.model, self.images, self.parallel = None, model, images, parallel
         self.saver = tf1.train.Saver(max_to_keep=config.KEEP_CHECKPOINTS + 1, save_relative_paths=True)
         backup.adopt(self.saver)
-        self.finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in tf1.global_variables()
-                                     if v.dtype.base_dtype.is_floating])
+        self.weights_finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in tf1.global_variables()
+                                             if v.dtype.base_dtype.is_floating])
         self.newest = {}  # this run's newest latest-<step> save: its (phase, step) and path
 
     def __call__(self, name=backup.LATEST, recalibrated=False):
@@ -291,7 +291,7 @@ class Saves:
             return backup.alias(self.newest['path'], name)
         if not recalibrated:
             recalibrate(self.sess, self.model, self.images)
-        if not self.sess.run(self.finite):  # a step can blow up the weights before any loss shows it
+        if not self.sess.run(self.weights_finite):  # a step can blow up the weights before any loss shows it
             raise diverged(f'the weights became NaN or Inf by step {step} (phase {phase}, epoch {epoch + 1})')
         path = backup.save(self.sess, self.saver, name, step if name == backup.LATEST else None) if chief \
             else 'by worker 0'

@@ -2,8 +2,8 @@
 
 One replica builds graphs.Training as it is. More build it in a tf.distribute strategy's scope:
 MirroredStrategy for the GPUs of this machine (REPLICAS), MultiWorkerMirroredStrategy when
-TF_CONFIG names several workers. Every replica gets an equal share of each batch (share); the
-gradients are all-reduced and one update is applied (graphs.Training). Also here: the sessions
+TF_CONFIG names several workers. Every replica gets an equal share of each batch (graphs.share);
+the gradients are all-reduced and one update is applied (graphs.Training). Also here: the sessions
 every script opens, and the device line they print.
 """
 import contextlib
@@ -202,16 +202,6 @@ def digest(sess, variables):
     for value in sess.run(variables):
         sha.update(np.ascontiguousarray(value).tobytes())
     return sha.hexdigest()[:16]
-
-
-def share(batch):
-    """This replica's rows of a batch that is fed whole (all of them with one replica)."""
-    context = tf.distribute.get_replica_context()
-    count = context.num_replicas_in_sync
-    if count == 1:
-        return batch
-    rows, index = tf.shape(batch)[0], context.replica_id_in_sync_group
-    return batch[index * rows // count:(index + 1) * rows // count]
 
 
 def session_config():

@@ -237,8 +237,8 @@ def _assigned(path):
 
 
 def check_file():
-    """Check config.py's values as written, as the command line's are checked, then apply its
-    PRESET; raise ConfigError naming config.py's line. Runs at the end of config.py."""
+    """Check config.py's values as written, as the command line's are checked; raise ConfigError
+    naming config.py's line. Runs at the end of config.py."""
     config = _config()
     path = config.__file__
     lines = _assigned(path)
@@ -269,15 +269,21 @@ def check_file():
                 _typed(key, value)
             except ConfigError as error:
                 raise at('PRESETS', f'PRESETS[{name!r}]: {error}') from None
-    config._FILE_VALUES = as_dict()  # as written, before the file's PRESET applies
+    config._FILE_VALUES = as_dict()  # as written: what --PRESET= goes back to
+    if config.PRESET:
+        # Every key is written here, and a value written here is the value used: a preset here
+        # would either beat them or do nothing, so it stays on the command line.
+        try:
+            values = preset_values(config.PRESET)
+        except ConfigError as error:
+            raise at('PRESET', str(error)) from None
+        raise at('PRESET', f'PRESET={config.PRESET!r}: a preset is for the command line (--PRESET={config.PRESET}, '
+                           f'where keys given beside it win); in config.py write its values instead: '
+                           + ', '.join(f'{key} = {values[key]!r}' for key in presets[config.PRESET]))
     try:
-        vars(config).update(preset_values(config.PRESET))
         validate()
     except ConfigError as error:
-        key = getattr(error, 'key', 'PRESET')
-        if key in presets.get(config.PRESET, {}):
-            raise at('PRESETS', f'PRESETS[{config.PRESET!r}]: {error}') from None
-        raise at(key, str(error)) from None
+        raise at(getattr(error, 'key', 'PRESET'), str(error)) from None
 
 
 def import_error(error, path):

@@ -114,6 +114,23 @@ def test_a_typo_in_config_py_is_an_error_naming_the_closest_key(repo, tmp_path, 
     assert not (tmp_path / 'npy').exists()
 
 
+def test_a_preset_in_config_py_never_beats_the_values_written_beside_it(repo, tmp_path):
+    """Every key is written in config.py, and a value written there is the one used: a PRESET there
+    is one line that says what to write instead; on the command line the keys given beside it win."""
+    edit(repo, 'BATCH_SIZE = ', 'BATCH_SIZE = 4')
+    number = edit(repo, 'PRESET = ', "PRESET = 'cpu'")
+    one_line(run(repo, 'to_npy.py', *tiny_args(tmp_path)), f'config.py line {number}',
+             "PRESET='cpu': a preset is for the command line (--PRESET=cpu, where keys given beside it win); "
+             'in config.py write its values instead: BATCH_SIZE = 8, PRETRAIN_EPOCH = 5, D_EPOCH = 1')
+    assert not (tmp_path / 'npy').exists()
+    edit(repo, 'PRESET = ', "PRESET = ''")
+    result = run(repo, '-c', 'from glcic import cli; import config; print(config.BATCH_SIZE); '
+                             "config.parse_overrides(['--PRESET=cpu']); print(config.BATCH_SIZE, config.D_EPOCH); "
+                             "config.parse_overrides(['--PRESET=cpu', '--BATCH_SIZE=6']); print(config.BATCH_SIZE)")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ['4', '8', '1', '6']
+
+
 def test_a_typo_in_a_preset_names_the_presets_line(repo, tmp_path):
     edit(repo, "    'cpu': ", "    'cpu': dict(BATCHSIZE=8),")
     one_line(run(repo, 'to_npy.py', *tiny_args(tmp_path)), f'config.py line {line_of(repo, "PRESETS = ")}',

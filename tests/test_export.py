@@ -60,13 +60,11 @@ def load_in_plain_tf2(export, inputs, tmp_path):
 @pytest.fixture(scope='module')
 def run(trained_run, tmp_path_factory):
     """The shared tiny model's checkpoints (hard links) and its export, in a folder of their own:
-    config.json names this folder's output/, where export.py writes by default."""
+    export.py writes into OUTPUT_DIR/export/ by default, here this folder's output/."""
     tmp = tmp_path_factory.mktemp('run')
     shutil.copytree(trained_run / 'backup', tmp / 'backup', copy_function=os.link,
-                    ignore=shutil.ignore_patterns('config.json', 'train.lock'))
-    settings = json.loads((trained_run / 'backup' / 'config.json').read_text())
-    (tmp / 'backup' / 'config.json').write_text(json.dumps({**settings, 'OUTPUT_DIR': str(tmp / 'output')}))
-    made = run_script('export.py', f'--BACKUP_DIR={tmp}/backup')
+                    ignore=shutil.ignore_patterns('train.lock'))
+    made = run_script('export.py', f'--BACKUP_DIR={tmp}/backup', f'--OUTPUT_DIR={tmp}/output')
     assert made.returncode == 0, made.stderr
     return tmp
 
@@ -115,7 +113,7 @@ def test_never_replaces_anything_unasked(run, tmp_path):
     export = run / 'output' / 'export' / '1'
     before = (export / 'saved_model.pb').read_bytes()
     with pytest.raises(UserError) as again:
-        export_script.main([f'--BACKUP_DIR={run}/backup'])
+        export_script.main([f'--BACKUP_DIR={run}/backup', f'--OUTPUT_DIR={run}/output'])
     assert str(again.value) == (f'{export} exists; pass --overwrite to replace it, or write a new version '
                                 f'with --out {export.parent / "2"}')
     user_folder = tmp_path / 'photos'
@@ -126,7 +124,7 @@ def test_never_replaces_anything_unasked(run, tmp_path):
     assert '\n' not in str(refused.value)
     assert os.listdir(user_folder) == ['me.jpg'] and (user_folder / 'me.jpg').read_bytes() == b'mine'
 
-    replaced = run_script('export.py', f'--BACKUP_DIR={run}/backup', '--overwrite')
+    replaced = run_script('export.py', f'--BACKUP_DIR={run}/backup', f'--OUTPUT_DIR={run}/output', '--overwrite')
     assert replaced.returncode == 0, replaced.stderr
     assert (export / 'saved_model.pb').read_bytes() == before  # same checkpoint, same graph
     assert os.listdir(export.parent) == ['1']  # no temporary folder left behind

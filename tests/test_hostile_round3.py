@@ -285,7 +285,7 @@ def test_a_full_output_dir_in_test_py_is_one_line_and_lists_no_missing_grid(chec
     monkeypatch.setattr(atomic, 'replace', replace)
     out = tmp_path / 'output' / 'test'
     with pytest.raises(errors.UserError) as error:
-        script.main([f'--BACKUP_DIR={checkpoint}/backup', f'--OUTPUT_DIR={tmp_path}/output'])
+        script.main([f'--BACKUP_DIR={checkpoint}/backup', f'--NPY_DIR={checkpoint}/npy', f'--OUTPUT_DIR={tmp_path}/output'])
     assert str(error.value) == (f'could not write in {tmp_path}/output/test/ (No space left on device); free disk '
                                 f'space or fix permissions, then rerun (grids.json lists the grids written)')
     assert json.loads((out / 'grids.json').read_text()) == []
@@ -295,7 +295,7 @@ def test_a_full_output_dir_in_test_py_is_one_line_and_lists_no_missing_grid(chec
 # --- 10. a run that met its stop rule goes on with --continue ---
 
 def mark_done(folder):
-    """Set the newest save's phase to graphs.DONE, as the stop rule's last epoch saves it."""
+    """Set the newest save's phase to graphs.STOPPED, as the stop rule's last epoch saves it."""
     tf1 = tf.compat.v1
     config.set_values(TINY)
     model, sess = tiny_graph()
@@ -303,7 +303,7 @@ def mark_done(folder):
         saver = tf1.train.Saver()
         path = tf1.train.latest_checkpoint(str(folder / 'backup'))
         saver.restore(sess, path)
-        sess.run(model.set_phase, {model.phase_value: graphs.DONE})
+        sess.run(model.set_phase, {model.phase_value: graphs.STOPPED})
         saver.save(sess, path, write_meta_graph=False, write_state=False)
     sess.close()
     return path

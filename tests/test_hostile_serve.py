@@ -36,7 +36,7 @@ def run(tmp_path_factory):
     config.set_values({**TINY, 'OUTPUT_DIR': str(tmp / 'output')})
     save_tiny_checkpoint(tmp / 'backup')
     config.set_values(saved)
-    assert export_script.main([f'--BACKUP_DIR={tmp}/backup']) == 0
+    assert export_script.main([f'--BACKUP_DIR={tmp}/backup', f'--OUTPUT_DIR={tmp}/output']) == 0
     config.set_values(saved)
     return tmp
 

@@ -12,7 +12,7 @@ import config
 import layer
 import network
 from glcic import backup, data, errors, graphs, synthetic
-from conftest import run_script, tiny_args
+from conftest import run_script, tiny_args, tiny_graph
 
 tf1 = tf.compat.v1
 
@@ -65,6 +65,35 @@ def test_a_config_json_older_than_width_holds_the_paper_widths(tiny_config, tmp_
     with pytest.raises(errors.UserError, match=r'trained with WIDTH=1 but the config says WIDTH=8; '
                                                r'drop --WIDTH=8'):
         backup.apply_run_config([f'--BACKUP_DIR={tmp_path}', '--WIDTH=8'])
+
+
+def test_a_models_config_json_gives_the_architecture_and_config_py_the_rest(tmp_path):
+    """test.py, export.py and app.py (apply_run_config) take only the architecture from a run's
+    config.json, and its holes only where config.py's cannot fit the model."""
+    mine = {**config.as_dict(), 'IMAGE_SIZE': 128, 'LOCAL_SIZE': 64, 'HOLE_MIN': 24, 'HOLE_MAX': 48}  # as shipped
+    config.set_values(mine)
+    theirs = {'BATCH_SIZE': 2, 'SEED': 7, 'NPY_DIR': 'their/npy', 'OUTPUT_DIR': 'their/output',
+              'LEARNING_RATE': 0.5, 'FLIP': not mine['FLIP'], 'PRESET': 'cpu'}
+    tiny = {'IMAGE_SIZE': 32, 'LOCAL_SIZE': 16, 'MASK_CHANNEL': not mine['MASK_CHANNEL'], 'WIDTH': 8}
+    (tmp_path / 'config.json').write_text(json.dumps({**mine, **theirs, **tiny, 'HOLE_MIN': 4, 'HOLE_MAX': 10}))
+    backup.apply_run_config([f'--BACKUP_DIR={tmp_path}'])
+    assert {key: getattr(config, key) for key in tiny} == tiny
+    assert {key: getattr(config, key) for key in theirs} == {key: mine[key] for key in theirs}
+    assert (config.HOLE_MIN, config.HOLE_MAX) == (4, 10)  # config.py's 24-48 px do not fit a 16 px patch
+
+    config.set_values(mine)  # as each script starts
+    backup.apply_run_config([f'--BACKUP_DIR={tmp_path}', '--HOLE_MIN=2', '--HOLE_MAX=8', '--BATCH_SIZE=3'])
+    assert (config.HOLE_MIN, config.HOLE_MAX, config.BATCH_SIZE) == (2, 8, 3)
+    config.set_values(mine)
+    with pytest.raises(errors.UserError, match=r"HOLE_MAX=20: must be <= LOCAL_SIZE \(16\), the model's in .*"
+                                               r"config.json: give holes that fit it \(it was trained with 4-10 px\)"):
+        backup.apply_run_config([f'--BACKUP_DIR={tmp_path}', '--HOLE_MIN=4', '--HOLE_MAX=20'])
+
+    big = {**tiny, 'IMAGE_SIZE': 128, 'LOCAL_SIZE': 64}  # config.py's holes fit: config.py's, not the run's
+    (tmp_path / 'config.json').write_text(json.dumps({**mine, **big, 'HOLE_MIN': 12, 'HOLE_MAX': 20}))
+    config.set_values(mine)
+    backup.apply_run_config([f'--BACKUP_DIR={tmp_path}'])
+    assert (config.HOLE_MIN, config.HOLE_MAX) == (mine['HOLE_MIN'], mine['HOLE_MAX'])
 
 
 # --- layers ---
@@ -194,6 +223,39 @@ def test_phases_train_only_their_network(tiny_config):
         d_changed = any(not np.array_equal(a, b) for a, b in zip(d0, d1))
         assert (g_changed, d_changed) == ('g' in changes, 'd' in changes), phase
     assert model.state(sess)[3] == 3
+
+
+def test_create_model_alone_steps_every_phase_as_training_does(tiny_config):
+    """graphs.create_model on its own inputs, no Training around it, makes the same updates as
+    Training's train ops from the same weights: Training only wraps it."""
+    model, sess = tiny_graph()
+    images, masks, corners = tiny_batch()
+    variables = model.g_vars + model.d_vars
+    start = dict(zip((v.op.name for v in variables), sess.run(variables)))
+    size = config.IMAGE_SIZE
+    graph = tf.Graph()
+    with graph.as_default():
+        fed = (tf1.placeholder(tf.uint8, [None, size, size, 3]), tf1.placeholder(tf.float32, [None, size, size, 1]),
+               tf1.placeholder(tf.int32, [None, 2]))
+        alone = graphs.create_model(graphs.to_float(fed[0]), fed[1], fed[2], fed[2], tf.zeros([3]))
+        trained = tf1.trainable_variables()
+        settings = tf1.ConfigProto()
+        settings.graph_options.rewrite_options.disable_meta_optimizer = True  # as tiny_graph's session
+        alone_sess = tf1.Session(graph=graph, config=settings)
+        alone_sess.run(tf1.global_variables_initializer())
+        for v in trained:
+            v.load(start[v.op.name], alone_sess)
+    assert {phase: set(p.losses) for phase, p in alone.phases.items()} == {
+        1: {'mse'}, 2: {'mse', 'd_loss'}, 3: {'mse', 'd_loss', 'g_adv'}}
+    for phase in (1, 2, 3):
+        _, want_losses = sess.run([model.train_ops[phase], model.losses[phase]], model.feed(images, masks, corners))
+        _, got_losses = alone_sess.run([alone.phases[phase].train, alone.phases[phase].losses],
+                                       dict(zip(fed, (images, masks, corners))))
+        want = dict(zip((v.op.name for v in variables), sess.run(variables)))
+        got = dict(zip((v.op.name for v in trained), alone_sess.run(trained)))
+        assert got_losses == want_losses and got.keys() == want.keys()
+        assert all(np.array_equal(got[name], want[name]) for name in want), phase
+        assert any(not np.array_equal(got[name], start[name]) for name in got), phase
 
 
 def test_completion_keeps_known_pixels_and_crops_the_hole_patch(tiny_config):

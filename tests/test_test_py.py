@@ -193,7 +193,7 @@ def read_report(out_dir):
 
 def test_test_set_writes_grids_and_the_table(trained_run, tmp_path, capsys):
     out = tmp_path / 'out'
-    assert script.main([f'--BACKUP_DIR={trained_run}/backup', f'--OUTPUT_DIR={out}']) == 0
+    assert script.main([f'--BACKUP_DIR={trained_run}/backup', f'--NPY_DIR={trained_run}/npy', f'--OUTPUT_DIR={out}']) == 0
     printed = capsys.readouterr().out
     grids = sorted(os.listdir(out / 'test'))
     assert grids == ['grid_000.png', 'grid_001.png', 'grids.json', 'metrics.json', 'metrics.md']
@@ -233,7 +233,8 @@ def test_test_set_writes_grids_and_the_table(trained_run, tmp_path, capsys):
 def test_without_dlib_one_line_says_so_and_the_identity_column_is_left_out(trained_run, tmp_path, capsys,
                                                                            without_dlib):
     out = tmp_path / 'out'
-    assert script.main([f'--BACKUP_DIR={trained_run}/backup', f'--OUTPUT_DIR={out}', '--grids=0']) == 0
+    assert script.main([f'--BACKUP_DIR={trained_run}/backup', f'--NPY_DIR={trained_run}/npy', f'--OUTPUT_DIR={out}',
+                        '--grids=0']) == 0
     notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith('note:')]
     assert notes == [f'note: no identity column: {evaluate.FaceIdentity.INSTALL} adds it',
                      f'note: no realism column: it needs at least {realism.MIN_IMAGES} test images']
@@ -260,7 +261,7 @@ def test_a_test_set_large_enough_gets_the_realism_column_and_its_interval(traine
 def test_test_set_numbers_are_the_metrics_of_the_fixed_holes(trained_run, tmp_path, without_dlib):
     """Recompute two rows from scratch: same holes, same means, nothing else mixed in."""
     out = tmp_path / 'out'
-    script.main([f'--BACKUP_DIR={trained_run}/backup', f'--OUTPUT_DIR={out}', '--grids=0'])
+    script.main([f'--BACKUP_DIR={trained_run}/backup', f'--NPY_DIR={trained_run}/npy', f'--OUTPUT_DIR={out}', '--grids=0'])
     assert not [f for f in os.listdir(out / 'test') if f.startswith('grid_')]
     rows = {r['method']: r for r in read_report(out)['rows']}
     truth = np.load(trained_run / 'npy' / 'x_test.npy')
@@ -272,8 +273,8 @@ def test_test_set_numbers_are_the_metrics_of_the_fixed_holes(trained_run, tmp_pa
             assert rows[name][key] == pytest.approx(values.mean()), (name, key)
 
 
-def test_the_ground_truth_in_the_hole_changes_nothing(nets):
-    truth = np.load(os.path.join(config.NPY_DIR, 'x_test.npy'))[:8]
+def test_the_ground_truth_in_the_hole_changes_nothing(nets, trained_run):
+    truth = np.load(trained_run / 'npy' / 'x_test.npy')[:8]
     masks, _ = data.test_holes(8)
     other = truth.copy()
     other[masks[..., 0] > 0] = 255 - other[masks[..., 0] > 0]
@@ -290,7 +291,8 @@ def test_one_checkpoint_is_said_and_shown(trained_run, tmp_path, capsys, without
     only = tmp_path / 'backup'
     shutil.copytree(trained_run / 'backup', only, ignore=shutil.ignore_patterns('pretrained*'))
     out = tmp_path / 'out'
-    script.main([f'--BACKUP_DIR={only}', f'--OUTPUT_DIR={out}', '--grids=1', '--batch-stats'])
+    script.main([f'--BACKUP_DIR={only}', f'--NPY_DIR={trained_run}/npy', f'--OUTPUT_DIR={out}', '--grids=1',
+                 '--batch-stats'])
     assert 'has no pretrained checkpoint' in capsys.readouterr().out
     report = read_report(out)
     assert [r['method'] for r in report['rows']] == MAIN_ROWS[:2] + MAIN_ROWS[4:]
