@@ -151,6 +151,25 @@ def no_shipped(monkeypatch, tmp_path):
     monkeypatch.setattr(shipped, 'FOLDER', str(tmp_path / 'no-shipped-model'))
 
 
+def untrained_checkpoint(root, **settings):
+    """to_npy.py's 20 demo faces and train.py's latest-0 (no step) under root, with the tiny settings
+    and `settings` on top; config and the signal handlers as they were."""
+    import tensorflow as tf
+    import to_npy
+    import train
+    to_npy.main(['--demo', '20', *tiny_args(root, **settings)])
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    saved = config.as_dict()
+    try:
+        with tf.Graph().as_default():
+            assert train.main(tiny_args(root, MAX_EPOCH=0, BN_RECALIBRATE_BATCHES=0, **settings)) == 0
+    finally:
+        config.set_values(saved)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    return root
+
+
 def train_in_process(folder, capsys, *args):
     """train.main on the files under folder, in a graph of its own: (exit status, printed)."""
     import gc

@@ -21,7 +21,7 @@ import config
 import to_npy
 import train
 from glcic import atomic, backup, errors, graphs, housekeeping, plots, synthetic
-from conftest import ROOT, TINY, run_script, tiny_args, tiny_graph, train_in_process
+from conftest import ROOT, TINY, run_script, tiny_args, tiny_graph, train_in_process, untrained_checkpoint
 
 # Loaded from its path: `import test` could find Python's own test package instead.
 _spec = importlib.util.spec_from_file_location('glcic_test_script_round3', os.path.join(ROOT, 'test.py'))
@@ -49,16 +49,7 @@ def tiny_data(tmp_path):
 def checkpoint(tmp_path_factory):
     """A real (untrained) checkpoint: the folder with npy/, backup/ (latest-0) and output/."""
     root = tmp_path_factory.mktemp('checkpoint')
-    to_npy.main(['--demo', '20', *tiny_args(root)])
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    saved = config.as_dict()
-    try:
-        with tf.Graph().as_default():
-            assert train.main(tiny_args(root, MAX_EPOCH=0, BN_RECALIBRATE_BATCHES=0)) == 0
-    finally:
-        config.set_values(saved)
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+    untrained_checkpoint(root)
     assert (root / 'backup' / 'latest-0.index').exists()
     return root
 

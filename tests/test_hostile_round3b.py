@@ -20,7 +20,7 @@ import network
 import to_npy
 import train
 from glcic import backup, errors, graphs, plots
-from conftest import ROOT, TINY, tiny_args, tiny_graph, train_in_process
+from conftest import ROOT, TINY, tiny_args, tiny_graph, train_in_process, untrained_checkpoint
 
 # Loaded from its path: `import test` could find Python's own test package instead.
 _spec = importlib.util.spec_from_file_location('glcic_test_script_round3b', os.path.join(ROOT, 'test.py'))
@@ -51,16 +51,7 @@ def release_lock():
 def width8(tmp_path_factory):
     """A real (untrained) checkpoint at WIDTH=8: the folder with npy/, backup/ (latest-0) and output/."""
     root = tmp_path_factory.mktemp('width8')
-    to_npy.main(['--demo', '20', *tiny_args(root)])
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    saved = config.as_dict()
-    try:
-        with tf.Graph().as_default():
-            assert train.main(tiny_args(root, MAX_EPOCH=0, BN_RECALIBRATE_BATCHES=0)) == 0
-    finally:
-        config.set_values(saved)
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+    untrained_checkpoint(root)
     assert json.loads((root / 'backup' / 'config.json').read_text())['WIDTH'] == 8
     return root
 
