@@ -217,8 +217,7 @@ def draw(main, control, baselines, fires, kept, count, png):
         ax.grid(alpha=0.3)
     axes.flat[1].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
+    plots.save_figure(fig, png, dpi=100)
 
 
 def report(main_dir, control_dir, out_dir, png):
