@@ -1,7 +1,8 @@
 """The stop rule's long run: each epoch's held-out scores, where the rule ends phase 3, and
 whether phase 3 beats phase 1 alone at equal images.
 
-    python experiments/stop_run.py measure RUN_DIR [RUN_DIR ...] --out experiments/results/stop64r
+    python experiments/stop_run.py measure RUN_DIR [RUN_DIR ...] --out experiments/results/stop64r \
+        --NPY_DIR=RUN_DIR/npy   # the runs' data set (its x_test.npy is scored)
     python experiments/stop_run.py report --main RUN_DIR --control RUN_DIR \
         --out experiments/results/stop64r --png experiments/stop64-realism.png
 
