@@ -252,21 +252,19 @@ def write_owner(output_dir=None, backup_dir=None):
 def run_id(directory=None):
     """The id in the config.json of directory (BACKUP_DIR), or None: none there, or written before ids."""
     try:
-        with open(os.path.join(directory or config.BACKUP_DIR, 'config.json')) as f:
-            value = json.load(f).get(RUN_ID)
-    except (OSError, ValueError, AttributeError):
-        return None  # read_run_config says what is wrong with a damaged one
+        value = (read_run_config(directory) or {}).get(RUN_ID)
+    except UserError:
+        return None  # read_run_config says what is wrong with a damaged one when it is resumed
     return value if isinstance(value, str) else None
 
 
 def _renew_run_id(directory):
     """Give the run whose config.json is in directory an id of its own (its saves were split off)."""
     try:
-        with open(os.path.join(directory, 'config.json')) as f:
-            saved = json.load(f)
-    except (OSError, ValueError):
-        return
-    if isinstance(saved, dict):
+        saved = read_run_config(directory)
+    except UserError:
+        return  # a damaged one stays as it is, for read_run_config to report when it is resumed
+    if saved is not None:
         atomic.write_json(os.path.join(directory, 'config.json'), {**saved, RUN_ID: uuid.uuid4().hex})
 
 
@@ -479,8 +477,9 @@ def restore(sess, saver, path, optional=(), training=False):
     if not os.path.exists(f'{path}.index'):
         raise UserError(f'no checkpoint {path} ({path}.index is missing)')
     try:
-        _check_shapes(sess.graph, path, training)
-        missing = _missing(path, optional)
+        held = tf1.train.NewCheckpointReader(path).get_variable_to_shape_map()
+        _check_shapes(sess.graph, path, held, training)
+        missing = [v for v in tf1.global_variables() if v.op.name in optional and v.op.name not in held]
         if missing:
             kept = [v for v in tf1.global_variables() if v not in missing]
             tf1.train.Saver(kept).restore(sess, path)
@@ -493,10 +492,10 @@ def restore(sess, saver, path, optional=(), training=False):
         raise UserError(f'{what} ({tf_reason(error)}); nothing was changed: {_way_out(path, training)}')
 
 
-def _check_shapes(graph, path, training):
-    """Raise if checkpoint `path` holds a variable of `graph` in another shape: the Saver would
-    load it all the same (a resource variable takes any shape) and the first step would fail."""
-    held = tf1.train.NewCheckpointReader(path).get_variable_to_shape_map()
+def _check_shapes(graph, path, held, training):
+    """Raise if checkpoint `path` (its variables' shapes: `held`) holds a variable of `graph` in
+    another shape: the Saver would load it all the same (a resource variable takes any shape) and
+    the first step would fail."""
     for variable in graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES):
         name, needed = variable.op.name, variable.shape.as_list()
         if name in held and list(held[name]) != needed:
@@ -531,14 +530,6 @@ def _other_architecture(path, held, training):
 def _listed(values, prefix=''):
     """{'WIDTH': 8} -> 'WIDTH=8' (with prefix '--': '--WIDTH=8')."""
     return ' '.join(f'{prefix}{key}={value!r}' for key, value in values.items())
-
-
-def _missing(path, optional):
-    """The graph's variables named in `optional` that checkpoint `path` does not hold."""
-    if not optional:
-        return []
-    names = tf1.train.NewCheckpointReader(path).get_variable_to_shape_map()
-    return [v for v in tf1.global_variables() if v.op.name in optional and v.op.name not in names]
 
 
 def _damaged_file(path, error):
