@@ -73,7 +73,7 @@ def summary(result):
     names = list(result['checkpoints'])
     lines = ['| faces | ' + ' | '.join(f'{n} hole PSNR | {n} realism' for n in names + ['OpenCV Telea'])
              + ' | ' + ' | '.join(f'{n} - {names[0]} (95 %)' for n in names[1:]) + ' |',
-             '|---' * (2 * len(names) + 2 + len(names) - 1) + '|']
+             '|---' * (1 + 2 * (len(names) + 1) + len(names) - 1) + '|']
     for set_name, entry in result['faces'].items():
         cells = [f'{entry[n]["hole_psnr"]:.2f} | {entry[n]["realism"]:.3f}' for n in names + ['OpenCV Telea']]
         for n in names[1:]:
