@@ -225,7 +225,7 @@ def write_dataset(images, source, skipped):
     n_train -= n_val
     meta = {'source': source, 'image_size': config.IMAGE_SIZE, 'train': n_train, 'val': n_val,
             'test': len(images) - n_train - n_val, 'seed': config.SEED,
-            'mean_pixel_rgb': [round(float(v), 2) for v in data.mean_rgb(images)],
+            'mean_pixel_rgb': data.mean_rgb_listed(images),
             'skipped': len(skipped), 'skipped_files': skipped}
     folder = f'{target()}{PARTIAL}{os.getpid()}'
     try:

@@ -22,7 +22,7 @@ import config  # noqa: E402
 from glcic import atomic, data, errors, evaluate, realism  # noqa: E402
 import numpy as np  # noqa: E402
 
-import stop_run  # noqa: E402  (its paired bootstrap)
+import stop_run  # noqa: E402  (its scores and paired bootstrap)
 
 EVAL_BATCH = 32
 
@@ -36,13 +36,6 @@ def pairs(values, what):
             raise errors.UserError(f'{what} {value!r}: write NAME=PATH')
         out[name] = path
     return out
-
-
-def scores(filled, truth, masks, real):
-    psnr = evaluate.hole_psnr(filled, truth, masks)
-    return {'hole_psnr': float(np.mean(psnr)), 'hole_l1': float(np.mean(evaluate.hole_l1(filled, truth, masks))),
-            'realism': realism.score(realism.features(filled, masks), real),
-            'per_image_hole_psnr': np.round(psnr, 3).tolist()}
 
 
 def measure(runs, faces):
@@ -61,10 +54,11 @@ def measure(runs, faces):
             masks, _ = data.test_holes(len(truth))
             masked = evaluate.hide_holes(truth, masks)
             real = realism.features(truth, masks)
-            entry = {'path': path, 'count': len(truth), 'OpenCV Telea': scores(evaluate.telea(masked, masks), truth, masks, real)}
+            telea = stop_run.scores(evaluate.telea(masked, masks), truth, masks, real)
+            entry = {'path': path, 'count': len(truth), 'OpenCV Telea': telea}
             for name, checkpoint in runs.items():
                 backup.restore(sess, saver, checkpoint)
-                entry[name] = scores(model.complete(sess, masked, masks), truth, masks, real)
+                entry[name] = stop_run.scores(model.complete(sess, masked, masks), truth, masks, real)
             result['faces'][set_name] = entry
     return result
 
@@ -77,7 +71,8 @@ def summary(result):
     for set_name, entry in result['faces'].items():
         cells = [f'{entry[n]["hole_psnr"]:.2f} | {entry[n]["realism"]:.3f}' for n in names + ['OpenCV Telea']]
         for n in names[1:]:
-            diff, (low, high) = stop_run.paired_psnr(entry[names[0]]['per_image_hole_psnr'], entry[n]['per_image_hole_psnr'])
+            diff, (low, high) = stop_run.paired_psnr(entry[names[0]]['per_image']['hole_psnr'],
+                                               entry[n]['per_image']['hole_psnr'])
             entry[f'{n} - {names[0]}'] = {'hole_psnr': diff, 'interval': [low, high]}
             cells.append(f'{diff:+.2f} dB ({low:+.2f} to {high:+.2f})')
         lines.append(f'| {set_name} ({entry["count"]}) | ' + ' | '.join(cells) + ' |')
@@ -91,9 +86,9 @@ def main(argv):
     parser.add_argument('--out', required=True, help='a .json; the table goes beside it as .md')
     args = parser.parse_args(config.parse_overrides(argv))
     runs, faces = pairs(args.run, '--run'), pairs(args.faces, '--faces')
+    from glcic import backup
     for path in runs.values():
-        if not os.path.exists(f'{path}.index'):
-            raise errors.UserError(f'no checkpoint {path} ({path}.index is missing)')
+        backup.require(path)  # a typo fails before minutes of scoring
     result = measure(runs, faces)
     table = summary(result)
     atomic.write_json(args.out, result)

@@ -13,6 +13,7 @@ is checked, image for image, before anything is written.
 import argparse
 import json
 import os
+import shutil
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,11 +45,11 @@ def mix(out_dir, base_dir, extra_dir, heldout_dir):
     os.makedirs(out_dir)
     np.save(os.path.join(out_dir, 'x_train.npy'), train)
     for split in ('val', 'test'):
-        np.save(os.path.join(out_dir, f'x_{split}.npy'), np.load(os.path.join(base_dir, f'x_{split}.npy')))
+        shutil.copy2(os.path.join(base_dir, f'x_{split}.npy'), out_dir)
     with open(os.path.join(base_dir, 'meta.json')) as f:
         meta = json.load(f)
     meta.update(source=[meta['source'], f'{extra_dir} picks {len(heldout)}-{len(extra) - 1}'],
-                train=len(train), mean_pixel_rgb=[round(float(v), 2) for v in data.mean_rgb(train)])
+                train=len(train), mean_pixel_rgb=data.mean_rgb_listed(train))
     atomic.write_json(os.path.join(out_dir, 'meta.json'), meta)
     print(f'wrote {out_dir}: {len(train)} train ({len(train) - len(extra) + len(heldout)} of {base_dir}, '
           f'{len(extra) - len(heldout)} of {extra_dir}), val and test of {base_dir}')

@@ -56,6 +56,20 @@ def read_json(path):
         return json.load(f)
 
 
+def scores(filled, truth, masks, real, identity=None, reference=None):
+    """Hole PSNR, hole L1, the realism number (`real`: the truth's realism.features) and, with
+    dlib (`identity`, `reference`), the identity distance of the first IDENTITY_IMAGES faces; per
+    face PSNR and L1 for paired intervals."""
+    from glcic import evaluate
+    values = {'hole_psnr': evaluate.hole_psnr(filled, truth, masks), 'hole_l1': evaluate.hole_l1(filled, truth, masks)}
+    row = {key: float(np.mean(value)) for key, value in values.items()}
+    if identity:
+        row['identity'] = float(np.mean(identity.distance(filled[:IDENTITY_IMAGES], reference)))
+    row['realism'] = realism.score(realism.features(filled, masks), real)
+    row['per_image'] = {key: np.round(values[key], 3).tolist() for key in ('hole_psnr', 'hole_l1')}
+    return row
+
+
 def measure(run_dir, out_dir):
     import tensorflow as tf
     from glcic import backup, evaluate, graphs, replicas
@@ -75,17 +89,11 @@ def measure(run_dir, out_dir):
     reference = identity.reference(truth[:IDENTITY_IMAGES]) if identity else None
     real = realism.features(truth, masks)
 
-    def scores(filled):
-        values = {'hole_psnr': evaluate.hole_psnr(filled, truth, masks), 'hole_l1': evaluate.hole_l1(filled, truth, masks)}
-        row = {key: float(np.mean(value)) for key, value in values.items()}
-        if identity:
-            row['identity'] = float(np.mean(identity.distance(filled[:IDENTITY_IMAGES], reference)))
-        row['realism'] = realism.score(realism.features(filled, masks), real)
-        row['per_image'] = {key: np.round(values[key], 3).tolist() for key in ('hole_psnr', 'hole_l1')}
-        return row
+    def score(filled):
+        return scores(filled, truth, masks, real, identity, reference)
 
     if 'baselines' not in result:
-        result['baselines'] = {'OpenCV Telea': scores(evaluate.telea(masked, masks))}
+        result['baselines'] = {'OpenCV Telea': score(evaluate.telea(masked, masks))}
     print(f'{name}: {len(todo)} epochs to measure on {len(truth)} test faces', flush=True)
     with tf.Graph().as_default():
         model = graphs.Inference()
@@ -94,10 +102,10 @@ def measure(run_dir, out_dir):
     with sess:
         for row in todo:
             backup.restore(sess, saver, os.path.join(backup_dir, f'latest-{int(row["step"])}'))
-            entry = {'phase': int(row['phase']), 'step': int(row['step']), **scores(model.complete(sess, masked, masks))}
+            entry = {'phase': int(row['phase']), 'step': int(row['step']), **score(model.complete(sess, masked, masks))}
             if 'mean-pixel fill' not in result['baselines']:
                 pixel = data.to_uint8(sess.run(model.mean_pixel))
-                result['baselines']['mean-pixel fill'] = scores(evaluate.mean_fill(masked, masks, pixel))
+                result['baselines']['mean-pixel fill'] = score(evaluate.mean_fill(masked, masks, pixel))
             result['epochs'][str(int(row['epoch']))] = entry
             atomic.write_json(out_path, result)  # after each epoch: a long measurement can stop any time
             print(f'  epoch {int(row["epoch"]):3d} phase {entry["phase"]}  hole PSNR {entry["hole_psnr"]:6.2f} dB  '

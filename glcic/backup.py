@@ -467,6 +467,12 @@ def remove_partial(keep=None):
     return removed
 
 
+def require(path):
+    """The one-line error for a checkpoint path whose files are not there."""
+    if not os.path.exists(f'{path}.index'):
+        raise UserError(f'no checkpoint {path} ({path}.index is missing)')
+
+
 def restore(sess, saver, path, optional=(), training=False):
     """Load a checkpoint, turning a damaged one into a one-line error with the way out.
 
@@ -474,8 +480,7 @@ def restore(sess, saver, path, optional=(), training=False):
     values (the graph must not be finalized yet, to build the Saver that skips them).
     training: the way out is said to train.py (see _way_out).
     """
-    if not os.path.exists(f'{path}.index'):
-        raise UserError(f'no checkpoint {path} ({path}.index is missing)')
+    require(path)
     try:
         held = tf1.train.NewCheckpointReader(path).get_variable_to_shape_map()
         _check_shapes(sess.graph, path, held, training)

@@ -106,6 +106,11 @@ def mean_rgb(images):
     return per_pixel.sum(axis=0) / (per_pixel.shape[0] * max(1, len(images)))
 
 
+def mean_rgb_listed(images):
+    """mean_rgb as meta.json lists it: three numbers, 2 decimals."""
+    return [round(float(v), 2) for v in mean_rgb(images)]
+
+
 def mean_pixel(images, limit=2000):
     """Mean RGB of (up to `limit`) images, in [-1, 1]: the hole fill of the mask-channel input."""
     step = max(1, len(images) // limit)

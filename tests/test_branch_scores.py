@@ -17,10 +17,10 @@ def test_each_checkpoint_is_scored_on_the_same_faces_and_paired_with_the_first(t
                                f'--run=later={backup}/latest-56', f'--faces=demo={faces}', f'--out={out}']) == 0
 
     entry = json.loads(out.read_text())['faces']['demo']
-    assert entry['count'] == 57 and len(entry['A']['per_image_hole_psnr']) == 57
+    assert entry['count'] == 57 and len(entry['A']['per_image']['hole_psnr']) == 57
     assert entry['same'] == entry['A']  # restoring the same weights again gives the same pixels
     assert entry['same - A'] == {'hole_psnr': 0.0, 'interval': [0.0, 0.0]}
-    later = np.array(entry['later']['per_image_hole_psnr']) - np.array(entry['A']['per_image_hole_psnr'])
+    later = np.array(entry['later']['per_image']['hole_psnr']) - np.array(entry['A']['per_image']['hole_psnr'])
     assert np.any(later != 0)  # the second restore did load other weights
     low, high = entry['later - A']['interval']
     assert abs(entry['later - A']['hole_psnr'] - later.mean()) < 1e-9
