@@ -4,6 +4,7 @@ import os
 import sys
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'experiments'))
 import branch_scores  # noqa: E402
@@ -28,3 +29,10 @@ def test_each_checkpoint_is_scored_on_the_same_faces_and_paired_with_the_first(t
     assert entry['OpenCV Telea']['hole_psnr'] != entry['A']['hole_psnr']
     header, rule, row = (tmp_path / 'scores.md').read_text().splitlines()
     assert row.startswith('| demo (57) |') and header.count('|') == rule.count('|') == row.count('|') == 12
+
+
+def test_a_missing_checkpoint_is_one_line_before_any_scoring(tmp_path):
+    from glcic.errors import UserError
+    with pytest.raises(UserError, match=r'latest-7\.index is missing'):
+        branch_scores.main([f'--run=A={tmp_path}/latest-7', f'--faces=demo={tmp_path}/none.npy', f'--out={tmp_path}/s.json'])
+    assert not (tmp_path / 's.json').exists()
