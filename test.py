@@ -120,7 +120,7 @@ def write_grid(out_dir, written, name, *grid):
 def run_test_set(nets, npy, max_grids, batch_stats):
     images = data.load_images(npy)
     count = len(images)
-    names = [n for n in (backup.PRETRAINED, backup.LATEST) if n in nets.sessions]
+    names = list(nets.sessions)  # pretrained then latest, or the one --model named
     all_masks, _ = data.test_holes(count)
     pixel = nets.mean_pixel()
     out_dir = os.path.join(config.OUTPUT_DIR, 'test')

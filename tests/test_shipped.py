@@ -2,6 +2,7 @@
 has trained nothing (never over their own training), the same pixels through test.py, the page and
 the SavedModel, and better than Telea on the public-domain face."""
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -85,6 +86,28 @@ def test_a_checkpoint_saved_as_shipped_restores_its_values_in_float16(trained_ru
             for value, want in zip(sess.run(model.variables), original):
                 expected = want.astype(np.float16).astype(want.dtype) if want.dtype == np.float32 else want
                 assert np.array_equal(value, expected)
+
+
+def test_the_test_set_table_with_only_the_shipped_model(trained_run, tmp_path, capsys, monkeypatch, restore_config):
+    """With nothing trained, test.py's test set is completed by the shipped model: its rows and grids."""
+    backup.apply_run_config([f'--BACKUP_DIR={trained_run}/backup'])
+    with tf.Graph().as_default():
+        model = graphs.Inference()
+        with replicas.make_session() as sess:
+            tf1.train.Saver(model.variables).restore(sess, backup.find(backup.LATEST))
+            shipped.save(sess, model.variables, str(tmp_path / 'model'), 'a tiny test model')
+    monkeypatch.setattr(shipped, 'FOLDER', str(tmp_path / 'model'))
+    monkeypatch.setattr(evaluate.FaceIdentity, 'load', classmethod(lambda cls: None))  # dlib's time is not the point
+    out = tmp_path / 'out'
+    assert script.main([f'--BACKUP_DIR={tmp_path}/nothing', f'--NPY_DIR={trained_run}/npy', f'--OUTPUT_DIR={out}',
+                        '--grids', '1']) == 0
+    assert 'completing with the shipped one, a tiny test model' in capsys.readouterr().out
+    with open(out / 'test' / 'metrics.json') as f:
+        report = json.load(f)
+    assert [row['method'] for row in report['rows']] == ['mean-pixel fill', 'OpenCV Telea', 'shipped model',
+                                                         'shipped model + blending']
+    assert sorted(os.listdir(out / 'test')) == ['grid_000.png', 'grids.json', 'metrics.json', 'metrics.md']
+    assert cv2.imread(str(out / 'test' / 'grid_000.png')) is not None
 
 
 @needs_model
