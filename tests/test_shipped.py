@@ -52,6 +52,17 @@ def box_hole():
     return hole
 
 
+def save_as_shipped(backup_dir, folder, description):
+    """The newest checkpoint of backup_dir written as a shipped model; its float32 values by name."""
+    backup.apply_run_config([f'--BACKUP_DIR={backup_dir}'])
+    with tf.Graph().as_default():
+        model = graphs.Inference()
+        with replicas.make_session() as sess:
+            tf1.train.Saver(model.variables).restore(sess, backup.find(backup.LATEST))
+            shipped.save(sess, model.variables, str(folder), description)
+            return {v.op.name: value for v, value in zip(model.variables, sess.run(model.variables))}
+
+
 @needs_model
 def test_the_shipped_weights_restore_bit_equal_and_are_small(restore_config):
     weights = shipped.path()
@@ -90,12 +101,7 @@ def test_a_checkpoint_saved_as_shipped_restores_its_values_in_float16(trained_ru
 
 def test_the_test_set_table_with_only_the_shipped_model(trained_run, tmp_path, capsys, monkeypatch, restore_config):
     """With nothing trained, test.py's test set is completed by the shipped model: its rows and grids."""
-    backup.apply_run_config([f'--BACKUP_DIR={trained_run}/backup'])
-    with tf.Graph().as_default():
-        model = graphs.Inference()
-        with replicas.make_session() as sess:
-            tf1.train.Saver(model.variables).restore(sess, backup.find(backup.LATEST))
-            shipped.save(sess, model.variables, str(tmp_path / 'model'), 'a tiny test model')
+    save_as_shipped(f'{trained_run}/backup', tmp_path / 'model', 'a tiny test model')
     monkeypatch.setattr(shipped, 'FOLDER', str(tmp_path / 'model'))
     monkeypatch.setattr(evaluate.FaceIdentity, 'load', classmethod(lambda cls: None))  # dlib's time is not the point
     out = tmp_path / 'out'
@@ -198,13 +204,7 @@ def test_a_new_run_starts_from_a_saved_completion_network(tmp_path, capsys, rest
     from conftest import tiny_args, train_in_process
     to_npy.main(['--demo', '40', *tiny_args(tmp_path)])
     assert train_in_process(tmp_path, capsys, '--PRETRAIN_EPOCH=3', '--MAX_EPOCH=1')[0] == 0
-    backup.apply_run_config([f'--BACKUP_DIR={tmp_path}/backup'])
-    with tf.Graph().as_default():
-        model = graphs.Inference()
-        with replicas.make_session() as sess:
-            tf1.train.Saver(model.variables).restore(sess, backup.find(backup.LATEST))
-            shipped.save(sess, model.variables, str(tmp_path / 'net'), 'a tiny network')
-            saved = {v.op.name: value for v, value in zip(model.variables, sess.run(model.variables))}
+    saved = save_as_shipped(f'{tmp_path}/backup', tmp_path / 'net', 'a tiny network')
     weights = str(tmp_path / 'net' / shipped.WEIGHTS)
     with pytest.raises(UserError, match='--init starts a new run'):
         train_in_process(tmp_path, capsys, '--PRETRAIN_EPOCH=3', '--MAX_EPOCH=2', '--init', weights)
